@@ -1,0 +1,1 @@
+"""zhplm: BERT-family language models, Chinese first."""
