@@ -3,8 +3,8 @@
 `pipeline("fill-mask", model=DIR)` and `pipeline("feature-extraction", model=DIR)` load a
 model directory (HF layout) and its tokenizer, encode a batch in one call of the Rust
 tokenizer, sort it by length so padding stays small, run under `torch.inference_mode`
-(optionally with bf16 autocast, which uses AMX on CPUs that have it), and return plain
-Python/numpy results.
+(optionally in bf16, which uses AMX on CPUs that have it: weights cast to bf16 plus
+autocast), and return plain Python/numpy results.
 """
 
 from __future__ import annotations
@@ -45,16 +45,19 @@ class Pipeline:
         dtype: str = "fp32",
         truncate: bool = True,
     ) -> None:
+        if dtype not in DTYPES:
+            raise InputError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}")
         if isinstance(model, (str, os.PathLike)):
             model_dir = Path(model)
-            self.model = self.model_class.from_pretrained(model_dir, **self.model_kwargs)
+            # A model we load ourselves is cast to bf16 outright (faster than autocast,
+            # which keeps LayerNorm in fp32); an in-memory model is left as given.
+            self.model = self.model_class.from_pretrained(model_dir, dtype=DTYPES[dtype],
+                                                          **self.model_kwargs)
             self.tokenizer = tokenizer or Tokenizer.from_pretrained(model_dir)
         else:
             if tokenizer is None:
                 raise InputError("pass `tokenizer=` together with an in-memory model")
             self.model, self.tokenizer = model.eval(), tokenizer
-        if dtype not in DTYPES:
-            raise InputError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.autocast_dtype = DTYPES[dtype]
@@ -252,7 +255,7 @@ TASKS: dict[str, type[Pipeline]] = {
 def pipeline(task: str, model: str | os.PathLike[str] | PreTrainedModel, **options: Any) -> Any:
     """Build a pipeline for `task` over a local model directory (or an in-memory model).
 
-    Options: `tokenizer`, `batch_size` (32), `dtype` ("fp32" or "bf16" autocast), `truncate`
+    Options: `tokenizer`, `batch_size` (32), `dtype` ("fp32" or "bf16"), `truncate`
     (True: over-long inputs are cut with a warning; False: they raise), and per task
     `top_k` for fill-mask.
     """
