@@ -207,7 +207,7 @@ class _Payload:
 def test_untrusted_pickle_is_refused(tmp_path):
     preset("tiny", vocab_size=100).save_pretrained(tmp_path)
     with open(tmp_path / "pytorch_model.bin", "wb") as handle:
-        pickle.dump({"weights": _Payload()}, handle)
+        pickle.dump({"weights": _Payload()}, handle, protocol=2)
     with pytest.raises(CheckpointError, match="refused to unpickle"):
         load_state_dict(tmp_path)
 

@@ -1,0 +1,1 @@
+"""Data pipeline: corpus -> token shards -> instances -> masking -> batches."""
