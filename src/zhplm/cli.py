@@ -124,6 +124,52 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    """Tokenize corpus files into a memory-mapped dataset directory."""
+    from zhplm.data.corpus import preprocess
+
+    inputs: list[Any] = list(args.corpus)
+    if not inputs:
+        from zhplm import datasets
+
+        inputs = [datasets.write_corpus(Path(args.out).with_name("builtin_corpus.txt"))]
+    meta = preprocess(inputs, args.vocab, args.out, workers=args.workers, strict=args.strict,
+                      segmenter=args.segmenter, layout=args.layout, overwrite=args.overwrite,
+                      progress=True)
+    skipped = {k: v for k, v in meta["skipped"].items() if v}
+    print(f"wrote {args.out}: {meta['num_documents']} documents, {meta['num_sentences']} "
+          f"sentences, {meta['num_tokens']} tokens in {len(meta['shards'])} shard(s), "
+          f"{meta['num_characters'] / max(meta['seconds'], 1e-9) / 1e6:.2f}M chars/s"
+          + (f"; skipped {skipped}" if skipped else ""))
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Pre-train from a recipe (works under torchrun for several processes)."""
+    from zhplm.pretraining import PretrainRecipe, run_pretraining
+    from zhplm.recipe import load_recipe
+    from zhplm.training.trainer import TrainingInterrupted
+
+    recipe = load_recipe(PretrainRecipe, args.config, args.overrides)
+    try:
+        metrics = run_pretraining(recipe, resume=args.resume)
+    except TrainingInterrupted as exc:
+        print(f"zhplm pretrain: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    shown = {k: round(v, 4) for k, v in metrics.items() if k != "lr"}
+    print(f"done: {recipe.output_dir}/model  {shown}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Plot loss, accuracy and learning rate of a run."""
+    from zhplm.training.plot import plot_run
+
+    out = plot_run(args.run_dir, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(
@@ -172,6 +218,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True, help="output vocab.txt")
     sub.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
     sub.add_argument("--min-frequency", type=int, default=2)
+
+    sub = verb("preprocess", cmd_preprocess, "tokenize corpus files into a dataset directory")
+    sub.add_argument("corpus", nargs="*", help="UTF-8 .txt or .jsonl files (default: the "
+                     "built-in corpus)")
+    sub.add_argument("--vocab", required=True, help="vocab.txt or a model directory")
+    sub.add_argument("--out", required=True, help="output dataset directory")
+    sub.add_argument("--workers", type=int, default=1, help="processes")
+    sub.add_argument("--segmenter", default="jieba", choices=["jieba", "none"],
+                     help="word boundaries for whole-word masking")
+    sub.add_argument("--layout", default="auto", choices=["auto", "line", "blank"],
+                     help="one document per line, or blank-line separated documents")
+    sub.add_argument("--strict", action="store_true",
+                     help="stop at the first bad line instead of skipping and counting it")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+
+    sub = verb("pretrain", cmd_pretrain, "pre-train a model from a recipe (YAML/JSON)")
+    sub.add_argument("--config", help="recipe file, e.g. configs/pretrain/demo.yaml")
+    sub.add_argument("--resume", action="store_true",
+                     help="continue from the latest checkpoint in output_dir")
+    sub.add_argument("overrides", nargs="*", metavar="section.key=value",
+                     help="override recipe values, e.g. train.total_steps=100")
+
+    sub = verb("plot", cmd_plot, "plot loss / accuracy / lr curves of a run to a PNG")
+    sub.add_argument("run_dir", help="a run directory with metrics.jsonl")
+    sub.add_argument("--out", help="PNG path (default: RUN_DIR/curves.png)")
 
     sub = verb("info", cmd_info, "describe a model directory")
     sub.add_argument("model", help="model directory")

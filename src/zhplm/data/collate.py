@@ -1,0 +1,133 @@
+"""Batches for pre-training: dynamic masking per instance, padding to the longest sequence.
+
+Every instance is masked with its own generator, seeded by (seed, epoch, instance index), so
+masks change every epoch (dynamic masking, RoBERTa) yet do not depend on how instances are
+split over ranks, micro-batches or restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zhplm.data.instances import Instances, SpecialIds
+from zhplm.data.masking import MaskingConfig, build_strategy, mask_sequence
+
+
+@dataclass
+class PretrainBatch:
+    """One micro-batch. MLM targets are flat positions into `[batch * seq]`."""
+
+    input_ids: Tensor
+    token_type_ids: Tensor
+    attention_mask: Tensor
+    mlm_positions: Tensor
+    mlm_labels: Tensor
+    sentence_labels: Tensor | None
+    num_tokens: int
+
+
+class PretrainCollator:
+    """Masks and pads instances into a `PretrainBatch`."""
+
+    def __init__(self, masking: MaskingConfig, special: SpecialIds, seed: int) -> None:
+        self.masking = masking
+        self.strategy = build_strategy(masking)
+        self.special = special
+        self.seed = seed
+
+    def __call__(self, instances: Instances, indices: Sequence[int], epoch: int) -> PretrainBatch:
+        width = int(instances.lengths[list(indices)].max())
+        n = len(indices)
+        input_ids = np.full((n, width), self.special.pad, dtype=np.int64)
+        positions: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for row, index in enumerate(indices):
+            length = int(instances.lengths[index])
+            ids = instances.input_ids[index, :length]
+            special_mask = (ids == self.special.cls) | (ids == self.special.sep)
+            rng = np.random.default_rng((self.seed, epoch, int(index)))
+            masked = mask_sequence(
+                ids, special_mask, instances.word_starts[index, :length], self.strategy,
+                self.masking, rng, mask_token_id=self.special.mask,
+                vocab_size=self.special.vocab_size, first_normal_id=self.special.first_normal,
+            )
+            input_ids[row, :length] = masked.input_ids
+            positions.append(np.asarray(masked.positions, dtype=np.int64) + row * width)
+            labels.append(np.asarray(masked.labels, dtype=np.int64))
+        lengths = instances.lengths[list(indices)]
+        attention = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+        sentence_labels = None
+        if instances.sentence_labels is not None:
+            sentence_labels = torch.from_numpy(instances.sentence_labels[list(indices)])
+        return PretrainBatch(
+            input_ids=torch.from_numpy(input_ids),
+            token_type_ids=torch.from_numpy(
+                instances.token_type_ids[list(indices), :width].astype(np.int64)),
+            attention_mask=torch.from_numpy(attention),
+            mlm_positions=torch.from_numpy(np.concatenate(positions)),
+            mlm_labels=torch.from_numpy(np.concatenate(labels)),
+            sentence_labels=sentence_labels,
+            num_tokens=int(lengths.sum()),
+        )
+
+
+class InstanceStream:
+    """A resumable stream of micro-batches for this rank (the trainer's `BatchSource`).
+
+    Each epoch's instances come from `build_epoch(epoch)` and are visited in a seeded
+    permutation. One optimiser step takes the next `global_batch` instances of it; rank r's
+    micro-batch j is the slice `[(j * world + r) * micro, +micro)` of those, so the set of
+    instances per step is the same for any number of ranks. A partial last step of an epoch is
+    dropped.
+    """
+
+    def __init__(self, build_epoch: Callable[[int], Instances], collate: PretrainCollator,
+                 micro_batch: int, rank: int, world_size: int, seed: int) -> None:
+        self.build_epoch = build_epoch
+        self.collate = collate
+        self.micro_batch = micro_batch
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._cached: tuple[int, Instances, np.ndarray] | None = None
+
+    def _epoch(self) -> tuple[Instances, np.ndarray]:
+        if self._cached is None or self._cached[0] != self.epoch:
+            instances = self.build_epoch(self.epoch)
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(len(instances))
+            self._cached = (self.epoch, instances, order)
+        return self._cached[1], self._cached[2]
+
+    def next_step(self, micro_batches: int) -> list[PretrainBatch]:
+        global_batch = self.micro_batch * self.world_size * micro_batches
+        instances, order = self._epoch()
+        if len(order) < global_batch:
+            from zhplm.errors import DataError
+
+            raise DataError(
+                f"one epoch has only {len(order)} instances, fewer than one global batch of "
+                f"{global_batch}; use a larger corpus or a smaller train.batch_size"
+            )
+        if self.position + global_batch > len(order):
+            self.epoch, self.position = self.epoch + 1, 0
+            instances, order = self._epoch()
+        batches = []
+        for j in range(micro_batches):
+            start = self.position + (j * self.world_size + self.rank) * self.micro_batch
+            batches.append(self.collate(instances, order[start:start + self.micro_batch],
+                                        self.epoch))
+        self.position += global_batch
+        return batches
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])

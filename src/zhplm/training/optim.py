@@ -1,0 +1,122 @@
+"""AdamW with the BERT options, and learning-rate schedules (warmup + linear/cosine/constant)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from zhplm.errors import ConfigError
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule settings (BERT defaults)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    bias_correction: bool = True
+    warmup: float = 0.1
+    schedule: str = "linear"
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule={self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if not 0 <= self.warmup < 1 and not (self.warmup >= 1 and self.warmup == int(self.warmup)):
+            raise ConfigError(
+                f"warmup={self.warmup}: give a proportion of total steps in [0, 1) or a "
+                f"whole number of steps"
+            )
+
+
+def no_decay(name: str) -> bool:
+    """Biases and LayerNorm weights are not decayed (as in BERT)."""
+    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: decayed weights and the rest."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0},
+    ]
+
+
+class BertAdamW(torch.optim.Optimizer):
+    """AdamW without bias correction, as the original BERT optimiser (`bias_correction=False`).
+
+    With bias correction use `torch.optim.AdamW`; this class exists for the one option it
+    lacks. Decoupled weight decay, `foreach` updates.
+    """
+
+    def __init__(self, params: Iterable, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p)
+                    self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
+            exp_avg = [self.state[p]["exp_avg"] for p in params]
+            exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
+            beta1, beta2 = group["betas"]
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
+            denom = torch._foreach_sqrt(exp_avg_sq)
+            torch._foreach_add_(denom, group["eps"])
+            torch._foreach_addcdiv_(params, exp_avg, denom, -group["lr"])
+        return loss
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW over the two parameter groups."""
+    groups = parameter_groups(model, config.weight_decay)
+    if config.bias_correction:
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                                 foreach=True)
+    return BertAdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the peak lr at `step` (0-based): linear warmup, then the schedule."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig,
+                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warmup (a proportion of `total_steps`, or a number of steps) then the decay."""
+    warmup = int(config.warmup) if config.warmup >= 1 else int(config.warmup * total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, config.schedule)
+    )

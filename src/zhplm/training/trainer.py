@@ -1,0 +1,340 @@
+"""The training loop, shared by pre-training and fine-tuning.
+
+The trainer knows nothing of objectives or tasks. It drives a `TrainModule` (an `nn.Module`
+whose forward turns one micro-batch into a loss and summed statistics) over a `BatchSource`
+(which hands out this rank's micro-batches for each optimiser step and can save/restore its
+position), with AdamW, a schedule, clipping, accumulation, bf16 autocast, DDP, atomic
+checkpoints, exact resume, JSON-lines metrics and a progress bar.
+
+Losses are sums divided by *global* normalisers (e.g. the number of predicted tokens over
+all ranks and micro-batches of the step), so one process with batch B and N processes with
+B/N each take the same optimiser step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from zhplm.errors import ConfigError, ZhplmError
+from zhplm.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from zhplm.training.distributed import DistEnv, all_reduce_sum, barrier
+from zhplm.training.optim import OptimConfig, build_optimizer, build_scheduler
+
+logger = logging.getLogger("zhplm")
+METRICS_NAME = "metrics.jsonl"
+
+
+class TrainingInterrupted(ZhplmError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved before stopping."""
+
+    def __init__(self, signum: int, checkpoint: Path | None) -> None:
+        super().__init__(f"stopped by signal {signum}; checkpoint saved at {checkpoint}; "
+                         f"continue with --resume")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """The loop's settings. `batch_size` is the global batch of one optimiser step."""
+
+    total_steps: int = 1000
+    batch_size: int = 32
+    grad_accum: int = 1
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    bf16: bool = False
+    seed: int = 42
+    save_checkpoint_steps: int = 1000
+    report_steps: int = 10
+    eval_steps: int = 0
+    keep_last: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "batch_size", "grad_accum", "report_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+    def micro_batch_size(self, world_size: int) -> int:
+        """Per-rank, per-micro-step batch; the global batch must divide evenly."""
+        parts = world_size * self.grad_accum
+        if self.batch_size % parts:
+            raise ConfigError(
+                f"train.batch_size={self.batch_size} is not divisible by world size "
+                f"{world_size} x grad_accum {self.grad_accum}; pick a multiple of {parts}"
+            )
+        return self.batch_size // parts
+
+
+class TrainModule(Protocol):
+    """What the trainer drives (an `nn.Module`)."""
+
+    def normalizers(self, batches: list[Any]) -> dict[str, Tensor]:
+        """Local counts (float tensors) that each loss is divided by, before all-reduce."""
+
+    def __call__(self, batch: Any, normalizers: dict[str, Tensor]) -> tuple[Tensor, dict]:
+        """Loss of one micro-batch (already divided by the global normalisers) and summed
+        statistics (float tensors) for reporting."""
+
+
+class BatchSource(Protocol):
+    """This rank's micro-batches, with a resumable position."""
+
+    def next_step(self, micro_batches: int) -> list[Any]:
+        """The micro-batches of the next optimiser step."""
+
+    def state_dict(self) -> dict[str, int]:
+        """Position to resume from (plain ints)."""
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a saved position."""
+
+
+def summarize(stats: dict[str, float]) -> dict[str, float]:
+    """Turn summed statistics into means: `x_loss_sum / x_count` -> `x_loss`, and
+    `x_correct / x_count` -> `x_acc`."""
+    out: dict[str, float] = {}
+    if stats.get("loss_count"):
+        out["loss"] = stats["loss_sum"] / stats["loss_count"]
+    for key, value in stats.items():
+        for suffix, name in (("_loss_sum", "_loss"), ("_correct", "_acc")):
+            if key.endswith(suffix):
+                prefix = key[: -len(suffix)]
+                count = stats.get(f"{prefix}_count", 0.0)
+                if count:
+                    out[prefix + name] = value / count
+    if "tokens" in stats:
+        out["tokens"] = stats["tokens"]
+    return out
+
+
+class Trainer:
+    """Runs `config.total_steps` optimiser steps of `module` over `source`."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        source: BatchSource,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        env: DistEnv | None = None,
+        save_model: Callable[[Path], None] | None = None,
+        evaluate: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        self.module = module
+        self.source = source
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.env = env or DistEnv()
+        self.save_model = save_model or (lambda path: None)
+        self.evaluate = evaluate
+        self.optimizer = build_optimizer(module, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, config.total_steps)
+        self.step = 0
+        self._stop_signal: int | None = None
+        self._window: dict[str, float] = {}
+        self._last_eval: dict[str, float] = {}
+        self._window_start = time.perf_counter()
+        self.wrapped: nn.Module = (
+            DistributedDataParallel(module) if self.env.distributed else module
+        )
+
+    # ---- resume -------------------------------------------------------------------------------
+    def resume(self, checkpoint: Path | None = None) -> bool:
+        """Restore optimiser, schedule, RNG and data position from a checkpoint (default:
+        the run's latest). The model weights are loaded by the caller. Returns False when
+        there is nothing to resume from."""
+        checkpoint = checkpoint or latest_checkpoint(self.run_dir)
+        if checkpoint is None:
+            return False
+        state = load_training_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.source.load_state_dict(state["data"])
+        self.step = int(state["step"])
+        self._truncate_metrics(self.step)
+        logger.info("resumed from %s at step %d", checkpoint, self.step)
+        return True
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.run_dir / METRICS_NAME
+        if not self.env.is_main or not path.is_file():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train to `total_steps`; returns the last reported metrics."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        last: dict[str, float] = {}
+        with self._signals(), self._progress() as bar:
+            while self.step < self.config.total_steps:
+                stats = self._train_step()
+                self.step += 1
+                self._accumulate(stats)
+                bar.update(1)
+                if self.step % self.config.report_steps == 0 or \
+                        self.step == self.config.total_steps:
+                    last = self._report(bar)
+                if self.evaluate and self.config.eval_steps and \
+                        self.step % self.config.eval_steps == 0:
+                    self._last_eval = self._run_eval()
+                    self._log({"step": self.step, **self._last_eval})
+                if self.step % self.config.save_checkpoint_steps == 0:
+                    self.checkpoint()
+                if self._stop_signal is not None:
+                    path = self.checkpoint()
+                    raise TrainingInterrupted(self._stop_signal, path)
+        if self.evaluate:
+            if not self.config.eval_steps or self.step % self.config.eval_steps:
+                self._last_eval = self._run_eval()
+                self._log({"step": self.step, **self._last_eval})
+            last.update(self._last_eval)
+        if self.step % self.config.save_checkpoint_steps:
+            self.checkpoint()
+        return last
+
+    def _train_step(self) -> dict[str, Tensor]:
+        batches = self.source.next_step(self.config.grad_accum)
+        normalizers = self.module.normalizers(batches)
+        for value in normalizers.values():
+            all_reduce_sum(value, self.env)
+        totals: dict[str, Tensor] = {}
+        self.wrapped.train()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if last or not self.env.distributed \
+                else self.wrapped.no_sync()
+            with sync, torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+                loss, stats = self.wrapped(batch, normalizers)
+                # DDP averages gradients over ranks; losses are already global means.
+                (loss * self.env.world_size).backward()
+            stats = {**stats, "loss_sum": loss.detach()}
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0) + value.detach().float()
+        # Summed over ranks at report time, this counts one per optimiser step.
+        totals["loss_count"] = torch.tensor(1.0 / self.env.world_size)
+        if self.config.optim.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(),
+                                           self.config.optim.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return totals
+
+    def _accumulate(self, stats: dict[str, Tensor]) -> None:
+        for key, value in stats.items():
+            self._window[key] = self._window.get(key, 0.0) + float(value)
+
+    def _report(self, bar: Any) -> dict[str, float]:
+        keys = sorted(self._window)
+        if self.env.distributed:
+            summed = torch.tensor([self._window[k] for k in keys], dtype=torch.float64)
+            all_reduce_sum(summed, self.env)
+            window = dict(zip(keys, summed.tolist(), strict=True))
+        else:
+            window = dict(self._window)
+        elapsed = time.perf_counter() - self._window_start
+        metrics = summarize(window)
+        metrics["tokens_per_s"] = metrics.pop("tokens", 0.0) / max(elapsed, 1e-9)
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        record = {"step": self.step, **{k: round(v, 6) for k, v in metrics.items()}}
+        self._log(record)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                         if k in ("loss", "mlm_loss", "mlm_acc", "lr", "tokens_per_s")})
+        self._window, self._window_start = {}, time.perf_counter()
+        return metrics
+
+    def _run_eval(self) -> dict[str, float]:
+        results: dict[str, float] = {}
+        if self.env.is_main and self.evaluate is not None:
+            self.module.eval()
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                        enabled=self.config.bf16):
+                results = {f"eval_{k}": v for k, v in self.evaluate().items()}
+            self.module.train()
+        barrier(self.env)
+        return results
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.env.is_main:
+            return
+        with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    # ---- checkpoints and signals --------------------------------------------------------------
+    def checkpoint(self) -> Path | None:
+        """Save a checkpoint of the current step (rank 0 writes; every rank waits)."""
+        path = None
+        if self.env.is_main:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "step": self.step,
+                "data": self.source.state_dict(),
+            }
+            summary = {"data": self.source.state_dict(), "total_steps": self.config.total_steps}
+            path = save_checkpoint(self.run_dir, self.step, self.save_model, state, summary,
+                                   keep_last=self.config.keep_last)
+        barrier(self.env)
+        return path
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+            self._stop_signal = signum
+
+        previous = {}
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: no signal handling
+            previous = {}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+    @contextlib.contextmanager
+    def _progress(self) -> Iterator[Any]:
+        if self.env.is_main and self.config.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.config.total_steps, initial=self.step, unit="step",
+                       dynamic_ncols=True, mininterval=1.0)
+        else:
+            bar = _NoBar()
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
