@@ -28,10 +28,9 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -504,7 +503,7 @@ def _publish(tmp: Path, out: Path) -> None:
     old: Path | None = None
     if out.exists():
         if _is_dataset(out):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old = _sibling_dir(out, "old")
             os.replace(out, old / out.name)
         else:
             out.rmdir()  # empty (checked before)
@@ -549,20 +548,38 @@ def _encoded_chunks(
         pool.terminate()
 
 
-def _progress_bar(enabled: bool) -> Callable[[int, int], None]:
-    if not enabled:
-        return lambda documents, tokens: None
-    from tqdm import tqdm
+class _Progress:
+    """A tqdm bar of documents and tokens on stderr, or nothing."""
 
-    bar = tqdm(unit=" docs", file=sys.stderr, dynamic_ncols=True)
-    totals = {"tokens": 0}
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        self.tokens = 0
+        if enabled:
+            from tqdm import tqdm
 
-    def update(documents: int, tokens: int) -> None:
-        totals["tokens"] += tokens
-        bar.update(documents)
-        bar.set_postfix(tokens=totals["tokens"], refresh=False)
+            self.bar = tqdm(unit=" docs", file=sys.stderr, dynamic_ncols=True)
 
-    return update
+    def update(self, documents: int, tokens: int) -> None:
+        if self.bar is not None:
+            self.tokens += tokens
+            self.bar.update(documents)
+            self.bar.set_postfix(tokens=self.tokens, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _sibling_dir(out: Path, tag: str) -> Path:
+    """Create a new hidden directory beside ``out`` (mode from the umask, unlike mkdtemp)."""
+    for _ in range(100):
+        path = out.with_name(f".{out.name}.{tag}-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise DataError(f"cannot create a temporary directory beside {out}; check the directory")
 
 
 def preprocess(
@@ -597,6 +614,9 @@ def preprocess(
         progress: show a progress bar on stderr.
         overwrite: replace an existing dataset in ``out_dir``.
 
+    With ``workers > 1`` the workers are started with the "spawn" method, so a script that
+    calls this must guard its entry point with ``if __name__ == "__main__":``.
+
     Returns:
         The meta dict (``format``, ``vocab_hash``, counts, ``shards``, ``sources``,
         ``skipped`` counters, ``seconds``), also written to ``out_dir/meta.json``.
@@ -623,26 +643,16 @@ def preprocess(
     stats = new_stats()
     documents = (doc for path in paths
                  for doc in iter_documents(path, strict=strict, stats=stats, layout=layout))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    encoder_args = (segmenter, min_sentence_tokens, dtype.name)
+    chunks = _encoded_chunks(documents, str(vocab), encoder_args, workers, chunk_documents)
+    tmp = _sibling_dir(out, "tmp")
     try:
         writer = _ShardWriter(tmp, shard_tokens, dtype)
-        characters = 0
-        update = _progress_bar(progress)
-        encoder_args = (segmenter, min_sentence_tokens, dtype.name)
-        chunks = _encoded_chunks(documents, str(vocab), encoder_args, workers, chunk_documents)
-        with contextlib.closing(chunks):  # stops the worker pool on any error
-            for chunk in chunks:
-                writer.add(chunk)
-                characters += chunk.characters
-                stats["short_sentences"] += chunk.short_sentences
-                stats["empty_documents"] += chunk.empty_documents
-                update(len(chunk.document_sizes), len(chunk.ids))
-        writer.flush()
+        characters = _write_chunks(chunks, writer, stats, progress)
         if not writer.shards:
-            raise DataError(
-                f"no tokens in {', '.join(map(str, paths))} (skipped: "
-                f"{ {k: v for k, v in stats.items() if v} }); pass non-empty UTF-8 corpus files"
-            )
+            skipped = ", ".join(f"{k}={v}" for k, v in stats.items() if v) or "nothing"
+            raise DataError(f"no tokens in {', '.join(map(str, paths))} (skipped: {skipped}); "
+                            "pass non-empty UTF-8 corpus files")
         meta = _meta(writer.shards, tokenizer, vocab, segmenter, dtype, characters, paths, stats)
         meta["seconds"] = round(time.perf_counter() - started, 3)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
@@ -653,6 +663,22 @@ def preprocess(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
+
+
+def _write_chunks(chunks: Iterator[_Chunk], writer: _ShardWriter, stats: dict[str, int],
+                  progress: bool) -> int:
+    """Write every chunk into shards; count skips into ``stats``; return the characters."""
+    characters = 0
+    bar = _Progress(progress)
+    with contextlib.closing(chunks), contextlib.closing(bar):  # stops the pool on errors
+        for chunk in chunks:
+            writer.add(chunk)
+            characters += chunk.characters
+            stats["short_sentences"] += chunk.short_sentences
+            stats["empty_documents"] += chunk.empty_documents
+            bar.update(len(chunk.document_sizes), len(chunk.ids))
+    writer.flush()
+    return characters
 
 
 def _meta(shards: list[dict[str, Any]], tokenizer: Tokenizer, vocab: PathLike, segmenter: str,
