@@ -30,7 +30,7 @@ def prepare(vocab_size: int) -> tuple[Path, Path, float]:
     """Built-in corpus -> vocab -> dataset (cached); returns the preprocess chars/s."""
     from zhplm import datasets
     from zhplm.data.corpus import preprocess
-    from zhplm.tokenization import build_vocab
+    from zhplm.tokenization import Tokenizer, build_vocab
 
     CACHE.mkdir(parents=True, exist_ok=True)
     corpus = CACHE / "corpus.txt"
@@ -39,6 +39,13 @@ def prepare(vocab_size: int) -> tuple[Path, Path, float]:
     vocab = CACHE / f"vocab{vocab_size}.txt"
     if not vocab.is_file():
         build_vocab([corpus], vocab_size=vocab_size, out=vocab)
+        # The built-in corpus supports ~8.3k WordPiece tokens; pad to the requested size (as
+        # Google's 21128-token Chinese vocab, which UER-py uses) so the MLM projection costs
+        # what it costs in the reference set-up. The padding tokens never occur in text.
+        tokens = vocab.read_text(encoding="utf-8").splitlines()
+        tokens += [f"[pad{i}]" for i in range(vocab_size - len(tokens))]
+        vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    Tokenizer.from_pretrained(vocab).save_pretrained(CACHE / f"tokenizer{vocab_size}")
     dataset = CACHE / f"dataset{vocab_size}"
     meta = preprocess([corpus], vocab, dataset, workers=2, overwrite=True)
     return vocab, dataset, meta["num_characters"] / meta["seconds"]
@@ -82,9 +89,12 @@ def run_transformers(size: str, bf16: bool, steps: int, vocab: Path) -> dict:
     from zhplm.config import preset
 
     transformers.logging.set_verbosity_error()
-    tokenizer = transformers.BertTokenizer(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer = transformers.BertTokenizer.from_pretrained(
+        vocab.parent / vocab.stem.replace("vocab", "tokenizer"))
+    n_vocab = sum(1 for _ in vocab.open(encoding="utf-8"))
+    assert len(tokenizer) == n_vocab, (len(tokenizer), n_vocab)
     shape = preset(size)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=shape.hidden_size,
+    config = BertConfig(vocab_size=n_vocab, hidden_size=shape.hidden_size,
                         num_hidden_layers=shape.num_hidden_layers,
                         num_attention_heads=shape.num_attention_heads,
                         intermediate_size=shape.intermediate_size)

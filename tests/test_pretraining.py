@@ -67,14 +67,13 @@ def test_short_tiny_run_lowers_held_out_mlm_loss(small_dataset, zh_vocab_dir, tm
                        **{"train.total_steps": 150, "train.eval_steps": 150,
                           "train.save_checkpoint_steps": 150})
     recipe = load_recipe(PretrainRecipe, None, args)
-    module_before = transformers.BertForMaskedLM  # loads what we save, checked below
     metrics = run_pretraining(recipe)
     losses = read_losses(tmp_path / "run")
     # Untrained, the loss is about ln(vocab) = ln(8000) = 9.0.
     assert losses[1] > 8.0
     assert metrics["eval_mlm_loss"] < losses[1] - 2.0, metrics
     assert metrics["eval_mlm_acc"] > 0.05
-    hf = module_before.from_pretrained(tmp_path / "run" / "model")
+    hf = transformers.BertForMaskedLM.from_pretrained(tmp_path / "run" / "model")
     assert hf.config.num_hidden_layers == 2
     assert (tmp_path / "run" / "checkpoints" / "step-00000150" / "training_state.pt").is_file()
     assert main(["plot", str(tmp_path / "run")]) == 0

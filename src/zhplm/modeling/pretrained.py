@@ -162,16 +162,20 @@ class PreTrainedModel(nn.Module):
         model_dir: str | os.PathLike[str],
         *,
         dtype: torch.dtype | None = None,
+        config: ModelConfig | None = None,
         **model_kwargs: Any,
     ) -> M:
-        """Load a model from an HF-layout directory; the model is returned in eval mode."""
+        """Load a model from an HF-layout directory; the model is returned in eval mode.
+
+        `config` replaces the directory's `config.json` (e.g. a backbone's config with the
+        labels of a new task head); it must describe the same architecture."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise CheckpointError(
                 f"{model_dir}: not a directory; pass a model directory holding config.json "
                 f"and model.safetensors (zhplm never downloads from a hub)"
             )
-        config = ModelConfig.from_pretrained(model_dir)
+        config = config or ModelConfig.from_pretrained(model_dir)
         n_vocab = tokenizer_vocab_size(model_dir)
         if n_vocab is not None and n_vocab > config.vocab_size:
             raise CheckpointError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,10 +27,13 @@ class OptimConfig:
     warmup: float = 0.1
     schedule: str = "linear"
     max_grad_norm: float = 1.0
+    layer_decay: float = 1.0  # layer-wise lr decay (ELECTRA): 1.0 = off
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r}; use one of {', '.join(SCHEDULES)}")
         if not 0 <= self.warmup < 1 and not (self.warmup >= 1 and self.warmup == int(self.warmup)):
@@ -44,13 +48,34 @@ def no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights and the rest."""
+_LAYER = re.compile(r"encoder\.layer\.(\d+)\.")
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for embeddings, i + 1 for encoder layer i, num_layers + 1 for pooler and heads."""
+    match = _LAYER.search(name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if "embeddings." in name else num_layers + 1
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
+                     ) -> list[dict]:
+    """Decayed weights and the rest (bias, LayerNorm); with `layer_decay < 1` also one pair
+    per depth, whose lr is scaled by `layer_decay ** (num_layers + 1 - depth)` (ELECTRA)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [
-        {"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0},
-    ]
+    layers = [int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))]
+    num_layers = max(layers) + 1 if layers else 0
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in named:
+        depth = layer_depth(name, num_layers) if layer_decay < 1 else 0
+        decayed = not no_decay(name)
+        group = groups.setdefault((depth, decayed), {
+            "params": [], "weight_decay": weight_decay if decayed else 0.0,
+            "lr_scale": layer_decay ** (num_layers + 1 - depth) if layer_decay < 1 else 1.0,
+        })
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups, key=lambda k: (k[0], not k[1]))]
 
 
 class BertAdamW(torch.optim.Optimizer):
@@ -93,7 +118,9 @@ class BertAdamW(torch.optim.Optimizer):
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
     """AdamW over the two parameter groups."""
-    groups = parameter_groups(model, config.weight_decay)
+    groups = parameter_groups(model, config.weight_decay, config.layer_decay)
+    for group in groups:
+        group["lr"] = config.lr * group.pop("lr_scale")
     if config.bias_correction:
         return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
                                  foreach=True)

@@ -133,6 +133,7 @@ class Trainer:
         env: DistEnv | None = None,
         save_model: Callable[[Path], None] | None = None,
         evaluate: Callable[[], dict[str, float]] | None = None,
+        on_evaluate: Callable[[int, dict[str, float]], bool] | None = None,
     ) -> None:
         self.module = module
         self.source = source
@@ -141,6 +142,9 @@ class Trainer:
         self.env = env or DistEnv()
         self.save_model = save_model or (lambda path: None)
         self.evaluate = evaluate
+        # Called on rank 0 after each evaluation with (step, metrics); True stops training
+        # (early stopping). Fine-tuning keeps its best-on-dev model here.
+        self.on_evaluate = on_evaluate
         self.optimizer = build_optimizer(module, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, config.total_steps)
         self.step = 0
@@ -192,19 +196,21 @@ class Trainer:
                 if self.step % self.config.report_steps == 0 or \
                         self.step == self.config.total_steps:
                     last = self._report(bar)
+                stop_early = False
                 if self.evaluate and self.config.eval_steps and \
                         self.step % self.config.eval_steps == 0:
-                    self._last_eval = self._run_eval()
-                    self._log({"step": self.step, **self._last_eval})
+                    stop_early = self._evaluate_and_report()
                 if self.step % self.config.save_checkpoint_steps == 0:
                     self.checkpoint()
                 if self._stop_signal is not None:
                     path = self.checkpoint()
                     raise TrainingInterrupted(self._stop_signal, path)
+                if stop_early:
+                    logger.info("early stopping at step %d", self.step)
+                    break
         if self.evaluate:
             if not self.config.eval_steps or self.step % self.config.eval_steps:
-                self._last_eval = self._run_eval()
-                self._log({"step": self.step, **self._last_eval})
+                self._evaluate_and_report()
             last.update(self._last_eval)
         if self.step % self.config.save_checkpoint_steps:
             self.checkpoint()
@@ -253,13 +259,25 @@ class Trainer:
         elapsed = time.perf_counter() - self._window_start
         metrics = summarize(window)
         metrics["tokens_per_s"] = metrics.pop("tokens", 0.0) / max(elapsed, 1e-9)
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        metrics["lr"] = max(self.scheduler.get_last_lr())
         record = {"step": self.step, **{k: round(v, 6) for k, v in metrics.items()}}
         self._log(record)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
                          if k in ("loss", "mlm_loss", "mlm_acc", "lr", "tokens_per_s")})
         self._window, self._window_start = {}, time.perf_counter()
         return metrics
+
+    def _evaluate_and_report(self) -> bool:
+        """Evaluate, log, and ask `on_evaluate` whether to stop (the answer is rank 0's)."""
+        self._last_eval = self._run_eval()
+        self._log({"step": self.step, **self._last_eval})
+        stop = bool(self.env.is_main and self.on_evaluate is not None
+                    and self.on_evaluate(self.step, self._last_eval))
+        if self.env.distributed:
+            flag = torch.tensor([float(stop)])
+            all_reduce_sum(flag, self.env)
+            stop = bool(flag.item())
+        return stop
 
     def _run_eval(self) -> dict[str, float]:
         results: dict[str, float] = {}

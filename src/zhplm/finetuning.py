@@ -1,0 +1,462 @@
+"""The fine-tuning recipe: a model directory + task files -> a fine-tuned HF model directory.
+
+`run_finetune(config)` reads the task's examples (files, or a built-in task), fixes the
+label set (from train, or from a fine-tuned head being trained further), loads the model
+with the task head, and drives the shared `Trainer` for `epochs` passes of length-grouped,
+dynamically padded batches. It evaluates on dev after every epoch, keeps the best model in
+`OUTPUT/best/`, can stop early, and writes test predictions and `results.json`.
+
+    cfg = FinetuneConfig(task="reviews-sentiment", model="demo_out/pretrain-tiny/model")
+    results = run_finetune(cfg)
+
+`build_trainer(..., cfg_modify_fn=fn, work_dir=DIR)` is the same with a hook that edits the
+loaded config first (as ModelScope's trainer API).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zhplm.config import ModelConfig
+from zhplm.errors import CheckpointError, ConfigError, DataError
+from zhplm.modeling.heads import labels_of, with_labels
+from zhplm.recipe import from_dict, load_recipe, to_dict
+from zhplm.tasks.base import Task, TaskModule
+from zhplm.tasks.batching import BatchStream, Features
+from zhplm.tasks.builtin import BUILTIN_TASKS, load_builtin
+from zhplm.tasks.readers import check_labels, collect_labels, read_task_file
+from zhplm.tokenization import Tokenizer
+from zhplm.training.checkpoint import latest_checkpoint
+from zhplm.training.optim import OptimConfig
+from zhplm.training.trainer import TrainConfig, Trainer
+
+logger = logging.getLogger("zhplm")
+
+TASK_KINDS = ("classification", "pair", "regression", "ner", "pos", "mrc")
+PREDICTION_FILES = {"classification": "test_predictions.tsv", "pair": "test_predictions.tsv",
+                    "regression": "test_predictions.tsv", "ner": "test_predictions.txt",
+                    "pos": "test_predictions.txt", "mrc": "test_predictions.json"}
+RESULTS_NAME = "results.json"
+BEST_DIR = "best"
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run. `task` is a kind (classification, pair, regression, ner, pos,
+    mrc) used with `train`/`dev`/`test` files, or a built-in task (reviews-sentiment,
+    pd-ner, pd-pos) whose data ships with zhplm."""
+
+    task: str = "classification"
+    model: str = ""
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    output_dir: str = "runs/finetune"
+    fields: dict[str, str] = field(default_factory=dict)
+    scheme: str = "BIO"
+    labels: list[str] = field(default_factory=list)
+    max_seq_length: int = 128
+    epochs: float = 3.0
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 3e-5
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    layer_decay: float = 1.0
+    schedule: str = "linear"
+    grad_accum: int = 1
+    bf16: bool = False
+    seed: int = 42
+    early_stopping: int = 0
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
+    doc_stride: int = 128
+    max_query_length: int = 64
+    n_best: int = 20
+    max_answer_length: int = 30
+    do_train: bool = True
+    do_eval: bool = True
+    write_test_outputs: bool = True
+    save_checkpoints: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_KINDS and self.task not in BUILTIN_TASKS:
+            raise ConfigError(f"task={self.task!r}; choose a kind ({', '.join(TASK_KINDS)}) or "
+                              f"a built-in task ({', '.join(BUILTIN_TASKS)})")
+        if self.epochs <= 0 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("epochs, batch_size and eval_batch_size must be positive")
+        if self.max_seq_length < 8:
+            raise ConfigError(f"max_seq_length={self.max_seq_length} is too short (>= 8)")
+
+    @property
+    def kind(self) -> str:
+        """The task kind (a built-in task's kind, or `task` itself)."""
+        return BUILTIN_TASKS.get(self.task, self.task)
+
+
+# ---- data and task ---------------------------------------------------------------------------
+def load_examples(config: FinetuneConfig, split: str) -> list[Any]:
+    """Examples of `split` ("train", "dev", "test"): its file, else the built-in split."""
+    path = getattr(config, split)
+    if path:
+        options: dict[str, Any] = {}
+        if config.kind in ("classification", "pair", "regression") and config.fields:
+            options["field_map"] = config.fields
+        if config.kind in ("ner", "pos"):
+            options["scheme"] = config.scheme if config.kind == "ner" else None
+        task = "ner" if config.kind == "pos" else config.kind
+        examples = read_task_file(path, task, **options)
+    elif config.task in BUILTIN_TASKS:
+        examples = load_builtin(config.task, split)
+    else:
+        return []
+    limit = config.max_train_examples if split == "train" else config.max_eval_examples
+    if limit and len(examples) > limit:
+        keep = np.sort(np.random.default_rng(0).permutation(len(examples))[:limit])
+        examples = [examples[i] for i in keep]
+    return examples
+
+
+def head_labels(model_dir: Path, kind: str) -> list[str] | None:
+    """Labels of a fine-tuned head of this kind in `model_dir` (None for a backbone)."""
+    config = ModelConfig.from_pretrained(model_dir)
+    heads = {"classification": "BertForSequenceClassification",
+             "pair": "BertForSequenceClassification", "regression":
+             "BertForSequenceClassification", "ner": "BertForTokenClassification",
+             "pos": "BertForTokenClassification", "mrc": "BertForQuestionAnswering"}
+    if heads[kind] not in config.extra.get("architectures", []) or kind == "mrc":
+        return None
+    return labels_of(config)
+
+
+def choose_labels(config: FinetuneConfig, train: Sequence[Any], model_dir: Path
+                  ) -> list[str]:
+    """The label set: a loaded head's, else `config.labels`, else collected from train."""
+    if config.kind in ("regression", "mrc"):
+        return []
+    where = config.train or f"{config.task} (train)"
+    from_head = head_labels(model_dir, config.kind)
+    if from_head is not None:
+        if train:
+            found = collect_labels(train, where)
+            if set(found) != set(from_head):
+                raise ConfigError(
+                    f"{model_dir}: its head predicts {len(from_head)} labels "
+                    f"({', '.join(from_head)}) but {where} has {len(found)} ({', '.join(found)}); fine-tune from the "
+                    f"backbone instead, or use data with the head's labels"
+                )
+        return from_head
+    if config.labels:
+        return list(config.labels)
+    if not train:
+        raise ConfigError("no training data and no labels: give train data or `labels`")
+    return collect_labels(train, where)
+
+
+def build_task(config: FinetuneConfig, labels: list[str]) -> Task:
+    """The task object for `config.kind`."""
+    if config.kind in ("classification", "pair", "regression"):
+        from zhplm.tasks.classification import TextTask
+
+        return TextTask(config.kind, labels)
+    if config.kind in ("ner", "pos"):
+        from zhplm.tasks.tagging import TaggingTask
+
+        return TaggingTask(config.kind, labels, scheme=config.scheme)
+    from zhplm.tasks.extractive_qa import QATask
+
+    return QATask(doc_stride=config.doc_stride, max_query_length=config.max_query_length,
+                  n_best=config.n_best, max_answer_length=config.max_answer_length)
+
+
+# ---- the run ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def inference(bf16: bool) -> Iterator[None]:
+    """No autograd; bf16 autocast when asked."""
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        yield
+
+
+def save_dir_atomically(save: Callable[[Path], Any], final: Path) -> None:
+    """Write a model directory into a temp dir beside `final`, then swap it into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        save(tmp)
+        if final.exists():
+            old = final.with_name(f".old-{final.name}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class FinetuneRun:
+    """The pieces of one run, built once: data, task, tokenizer, model, features."""
+
+    def __init__(self, config: FinetuneConfig, resume: bool = False) -> None:
+        if not config.model:
+            raise ConfigError("model is required: a model directory (HF layout)")
+        self.config = config
+        self.out = Path(config.output_dir)
+        model_dir = Path(config.model)
+        if not model_dir.is_dir():
+            raise CheckpointError(f"{model_dir}: not a model directory")
+        self.examples = {split: load_examples(config, split) for split in ("train", "dev", "test")}
+        if config.do_train and not self.examples["train"]:
+            raise ConfigError("do_train is set but there is no training data: pass `train`")
+        labels = choose_labels(config, self.examples["train"], model_dir)
+        for split in ("train", "dev", "test"):
+            labelled = [e for e in self.examples[split] if _has_gold(e)]
+            if labels and labelled:
+                check_labels(labelled, labels, getattr(config, split) or f"{config.task}:{split}")
+        self.task = build_task(config, labels)
+        self.tokenizer = Tokenizer.from_pretrained(model_dir)
+        checkpoint = latest_checkpoint(self.out) if resume else None
+        source = checkpoint or model_dir
+        base = ModelConfig.from_pretrained(source)
+        model_config = base if self.task.kind == "mrc" else with_labels(
+            base, labels, regression=self.task.kind == "regression")
+        torch.manual_seed(config.seed)
+        self.model = self.task.model_class.from_pretrained(source, config=model_config)
+        self.checkpoint = checkpoint
+        limit = min(config.max_seq_length, self.model.config.max_position_embeddings)
+        self.features: dict[str, Features] = {
+            split: self.task.encode(examples, self.tokenizer, limit)
+            for split, examples in self.examples.items() if examples
+        }
+
+    def predict(self, split: str) -> Any:
+        """Predictions of the current model for `split`."""
+        self.model.eval()
+        with inference(self.config.bf16):
+            return self.task.predict(self.model, self.examples[split], self.features[split],
+                                     self.config.eval_batch_size, self.tokenizer.pad_token_id)
+
+    def scores(self, split: str, predictions: Any = None) -> dict[str, float]:
+        """Official metrics on `split` (which must have gold labels)."""
+        predictions = self.predict(split) if predictions is None else predictions
+        return self.task.score(self.examples[split], predictions)
+
+
+def _has_gold(example: Any) -> bool:
+    return getattr(example, "label", None) is not None or getattr(example, "tags", None) \
+        is not None or bool(getattr(example, "answers", ()))
+
+
+def run_finetune(config: FinetuneConfig, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune (and/or evaluate) as `config` says; returns and writes `results.json`."""
+    out = Path(config.output_dir)
+    if config.do_train and not resume and latest_checkpoint(out) is not None:
+        raise CheckpointError(f"{out} already holds checkpoints; pass --resume to continue "
+                              f"that run, or choose another output_dir")
+    run = FinetuneRun(config, resume=resume)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "finetune_config.json").write_text(json.dumps(to_dict(config), indent=2,
+                                                         ensure_ascii=False) + "\n")
+    results: dict[str, Any] = {"task": config.task, "kind": config.kind, "model": config.model,
+                               "seed": config.seed, "main_metric": run.task.main_metric}
+    has_dev = "dev" in run.features and config.do_eval
+    if config.do_train:
+        results.update(_train(run, has_dev))
+    final_dir = out / BEST_DIR if (out / BEST_DIR).is_dir() else out / "model"
+    if config.do_train and final_dir.is_dir():
+        run.model = run.task.model_class.from_pretrained(final_dir)
+    if has_dev:
+        results["dev"] = run.scores("dev")
+    if "test" in run.features:
+        predictions = run.predict("test")
+        if config.write_test_outputs:
+            path = out / PREDICTION_FILES[run.task.kind]
+            run.task.write_predictions(path, run.examples["test"], predictions)
+            results["test_predictions"] = str(path)
+        if all(_has_gold(e) for e in run.examples["test"]):
+            results["test"] = run.scores("test", predictions)
+    (out / RESULTS_NAME).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    return results
+
+
+def _train(run: FinetuneRun, has_dev: bool) -> dict[str, Any]:
+    config, out = run.config, Path(run.config.output_dir)
+    stream = BatchStream(run.features["train"], config.batch_size, run.tokenizer.pad_token_id,
+                         config.seed)
+    steps_per_epoch = stream.steps_per_epoch
+    total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
+    train_config = TrainConfig(
+        total_steps=total_steps, batch_size=config.batch_size, grad_accum=config.grad_accum,
+        optim=OptimConfig(lr=config.lr, weight_decay=config.weight_decay, warmup=config.warmup,
+                          schedule=config.schedule, layer_decay=config.layer_decay),
+        bf16=config.bf16, seed=config.seed,
+        save_checkpoint_steps=steps_per_epoch if config.save_checkpoints else total_steps + 1,
+        report_steps=max(1, min(50, steps_per_epoch // 5)),
+        eval_steps=steps_per_epoch if has_dev else 0, keep_last=1, progress=config.progress,
+    )
+    best_path = out / "best.json"
+    best = json.loads(best_path.read_text()) if run.checkpoint and best_path.is_file() else {}
+    main = f"eval_{run.task.main_metric}"
+
+    def evaluate() -> dict[str, float]:
+        return run.task.score(run.examples["dev"], run.task.predict(
+            run.model, run.examples["dev"], run.features["dev"], config.eval_batch_size,
+            run.tokenizer.pad_token_id))
+
+    def on_evaluate(step: int, metrics: dict[str, float]) -> bool:
+        value = metrics.get(main, float("-inf"))
+        if not best or value > best["value"]:
+            save_dir_atomically(lambda d: run.model.save_pretrained(d, tokenizer=run.tokenizer),
+                                out / BEST_DIR)
+            best.update({"step": step, "value": value, "metrics": metrics, "bad_evals": 0})
+        else:
+            best["bad_evals"] = best.get("bad_evals", 0) + 1
+        best_path.write_text(json.dumps(best, indent=2) + "\n")
+        return bool(config.early_stopping) and best["bad_evals"] >= config.early_stopping
+
+    module = TaskModule(run.model, run.task)
+    trainer = Trainer(module, stream, train_config, out, evaluate=evaluate if has_dev else None,
+                      on_evaluate=on_evaluate if has_dev else None,
+                      save_model=lambda d: run.model.save_pretrained(d, tokenizer=run.tokenizer))
+    if run.checkpoint is not None:
+        trainer.resume(run.checkpoint)
+    last = trainer.fit()
+    save_dir_atomically(lambda d: run.model.save_pretrained(d, tokenizer=run.tokenizer),
+                        out / "model")
+    return {"steps": trainer.step, "steps_per_epoch": steps_per_epoch,
+            "train_loss": last.get("loss"), "best_step": best.get("step")}
+
+
+# ---- configs: files, overrides, the Chinese-ELECTRA hparams, the trainer API -----------------
+ELECTRA_HPARAMS = {
+    "task_names": "task", "max_seq_length": "max_seq_length", "do_train": "do_train",
+    "do_eval": "do_eval", "write_test_outputs": "write_test_outputs",
+    "num_train_epochs": "epochs", "learning_rate": "lr", "train_batch_size": "batch_size",
+    "eval_batch_size": "eval_batch_size", "layerwise_lr_decay": "layer_decay",
+    "warmup_proportion": "warmup", "weight_decay_rate": "weight_decay",
+    "doc_stride": "doc_stride", "max_query_length": "max_query_length",
+    "n_best_size": "n_best", "max_answer_length": "max_answer_length",
+}
+
+
+def hparams_to_dict(hparams: dict[str, Any], source: str = "hparams") -> dict[str, Any]:
+    """Chinese-ELECTRA `--hparams` keys -> FinetuneConfig fields (unknown keys are errors)."""
+    unknown = sorted(set(hparams) - set(ELECTRA_HPARAMS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(ELECTRA_HPARAMS))}")
+    out = {ELECTRA_HPARAMS[k]: v for k, v in hparams.items()}
+    task = out.get("task")
+    if isinstance(task, list):
+        if len(task) != 1:
+            raise ConfigError(f"{source}: task_names={task}: give exactly one task")
+        out["task"] = task[0]
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                hparams: str | Path | None = None) -> FinetuneConfig:
+    """A config from a YAML/JSON file and/or a Chinese-ELECTRA hparams JSON, then `key=value`
+    overrides."""
+    if hparams is None:
+        return load_recipe(FinetuneConfig, path, overrides)
+    hparams = Path(hparams)
+    try:
+        data = json.loads(hparams.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{hparams}: cannot read the hparams JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{hparams}: expected a JSON object")
+    base = to_dict(load_recipe(FinetuneConfig, path)) if path else {}
+    merged = {**base, **hparams_to_dict(data, str(hparams))}
+    tmp = from_dict(FinetuneConfig, merged, str(hparams))
+    return load_recipe_from(tmp, overrides)
+
+
+def load_recipe_from(config: FinetuneConfig, overrides: Sequence[str]) -> FinetuneConfig:
+    """`config` with `key=value` overrides applied (validated as a recipe)."""
+    from zhplm.recipe import parse_override
+
+    data = to_dict(config)
+    for text in overrides:
+        keys, value = parse_override(text)
+        if len(keys) != 1:
+            raise ConfigError(f"override {text!r}: fine-tuning keys have no sections")
+        data[keys[0]] = value
+    return from_dict(FinetuneConfig, data, "finetune config (with overrides)")
+
+
+class FinetuneTrainer:
+    """A trainer built from a config object (see `build_trainer`)."""
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        self.config = config
+
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        """Fine-tune, evaluate on dev, predict test; returns `results.json`'s content."""
+        return run_finetune(self.config, resume=resume)
+
+    def evaluate(self, model_dir: str | None = None) -> dict[str, Any]:
+        """Evaluate a fine-tuned model (default: this run's best) on dev/test."""
+        best = Path(self.config.output_dir) / BEST_DIR
+        model = model_dir or (str(best) if best.is_dir() else self.config.model)
+        cfg = dataclasses.replace(self.config, model=model, do_train=False,
+                                  output_dir=str(Path(self.config.output_dir) / "evaluation"))
+        return run_finetune(cfg)
+
+
+def build_trainer(
+    config: FinetuneConfig | dict[str, Any] | str | Path | None = None,
+    *,
+    cfg_modify_fn: Callable[[FinetuneConfig], FinetuneConfig | None] | None = None,
+    work_dir: str | Path | None = None,
+    **fields: Any,
+) -> FinetuneTrainer:
+    """A `FinetuneTrainer` from a config (object, dict, or YAML/JSON file) plus keyword
+    fields (`model=`, `train=`, `task=`, ...). `cfg_modify_fn` receives the loaded config and
+    returns it changed (or changes it in place); `work_dir` is where everything is written.
+    """
+    if isinstance(config, FinetuneConfig):
+        data = to_dict(config)
+    elif isinstance(config, dict):
+        data = dict(config)
+    elif config is not None:
+        data = to_dict(load_recipe(FinetuneConfig, config))
+    else:
+        data = {}
+    data.update(fields)
+    if work_dir is not None:
+        data["output_dir"] = str(work_dir)
+    cfg = from_dict(FinetuneConfig, data, "build_trainer")
+    if cfg_modify_fn is not None:
+        changed = cfg_modify_fn(cfg)
+        cfg = changed if changed is not None else cfg
+        if not isinstance(cfg, FinetuneConfig):
+            raise ConfigError("cfg_modify_fn must return a FinetuneConfig (or None)")
+        cfg = from_dict(FinetuneConfig, to_dict(cfg), "cfg_modify_fn result")
+    return FinetuneTrainer(cfg)
+
+
+def check_task_data(config: FinetuneConfig) -> None:
+    """Fail early (before a long run) if a split's file is missing."""
+    for split in ("train", "dev", "test"):
+        path = getattr(config, split)
+        if path and not Path(path).is_file():
+            raise DataError(f"{path}: {split} file not found")
