@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zhplm.errors import ZhplmError
+from zhplm.errors import InputError, ZhplmError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -170,6 +170,112 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune_config(args: argparse.Namespace) -> Any:
+    from zhplm.finetuning import load_config
+
+    overrides = list(args.overrides)
+    for flag, key in (("task", "task"), ("model", "model"), ("train", "train"), ("dev", "dev"),
+                      ("test", "test"), ("out", "output_dir"), ("epochs", "epochs"),
+                      ("batch_size", "batch_size"), ("lr", "lr"),
+                      ("max_seq_length", "max_seq_length"), ("seed", "seed"),
+                      ("max_train_examples", "max_train_examples")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.bf16:
+        overrides.append("bf16=true")
+    return load_config(args.config, overrides, hparams=args.hparams)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a model on a task (optionally a grid over hyper-parameters and seeds)."""
+    from zhplm.finetuning import run_finetune
+    from zhplm.training.trainer import TrainingInterrupted
+
+    config = _finetune_config(args)
+    try:
+        if args.grid or args.seeds > 1:
+            from zhplm.tasks.grid import parse_grid, run_grid
+
+            summary = run_grid(config, parse_grid(args.grid), args.seeds, config.output_dir,
+                               run_finetune, keep_models=args.keep_models)
+            print((Path(config.output_dir) / "results.md").read_text(encoding="utf-8"))
+            print(f"best cell: {summary['best_cell']}; all runs in "
+                  f"{config.output_dir}/results.json")
+            return 0
+        results = run_finetune(config, resume=args.resume)
+    except TrainingInterrupted as exc:
+        print(f"zhplm finetune: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    shown = {k: results[k] for k in ("dev", "test") if k in results}
+    print(json.dumps(shown, ensure_ascii=False) if args.json else
+          f"done: {config.output_dir} {json.dumps(shown, ensure_ascii=False)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a prediction file against a gold file with the task's official metric."""
+    from zhplm.tasks.evaluation import evaluate_files
+
+    _print_json(evaluate_files(args.task, args.gold, args.predictions))
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Label texts (or text pairs) with a fine-tuned classifier."""
+    from zhplm.pipelines import pipeline
+
+    if args.pair and len(args.pair) != len(args.text):
+        raise InputError(f"--pair has {len(args.pair)} texts for {len(args.text)} inputs")
+    classify = pipeline("text-classification", model=args.model, dtype=args.dtype,
+                        truncate=not args.no_truncate, top_k=args.top_k)
+    inputs = [{"text": a, "text_pair": b} for a, b in zip(args.text, args.pair, strict=True)] \
+        if args.pair else args.text
+    results = classify(inputs)
+    if args.json:
+        _print_json(results)
+        return 0
+    for text, result in zip(args.text, results, strict=True):
+        ranked = result if isinstance(result, list) else [result]
+        print(text + "\t" + "  ".join(f"{r['label']} {r['score']:.3f}" for r in ranked))
+    return 0
+
+
+def cmd_ner(args: argparse.Namespace) -> int:
+    """Find entities in texts with a fine-tuned token classifier."""
+    from zhplm.pipelines import pipeline
+
+    tagger = pipeline("token-classification", model=args.model, dtype=args.dtype,
+                      truncate=not args.no_truncate, aggregation_strategy=args.aggregation)
+    results = tagger(args.text)
+    if args.json:
+        _print_json(results)
+        return 0
+    for text, entities in zip(args.text, results, strict=True):
+        found = "  ".join(f"{e.get('word')}/{e.get('entity_group', e.get('entity'))}"
+                          for e in entities)
+        print(f"{text}\t{found or '(none)'}")
+    return 0
+
+
+def cmd_qa(args: argparse.Namespace) -> int:
+    """Answer questions from a context with a fine-tuned extractive QA model."""
+    from zhplm.pipelines import pipeline
+
+    qa = pipeline("question-answering", model=args.model, dtype=args.dtype)
+    context = Path(args.context_file).read_text(encoding="utf-8") if args.context_file \
+        else args.context
+    if not context:
+        raise InputError("give --context TEXT or --context-file FILE")
+    results = qa([{"question": q, "context": context} for q in args.text])
+    if args.json:
+        _print_json(results)
+        return 0
+    for question, result in zip(args.text, results, strict=True):
+        print(f"{question}\t{result['answer'] or '(no answer)'}\t{result['score']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(
@@ -239,6 +345,54 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from the latest checkpoint in output_dir")
     sub.add_argument("overrides", nargs="*", metavar="section.key=value",
                      help="override recipe values, e.g. train.total_steps=100")
+
+    sub = verb("finetune", cmd_finetune, "fine-tune on a task (files or built-in), or a grid")
+    sub.add_argument("--task", help="classification, pair, regression, ner, pos, mrc, or a "
+                     "built-in task: reviews-sentiment, pd-ner, pd-pos")
+    sub.add_argument("--model", help="model directory to start from (HF layout)")
+    sub.add_argument("--train", help="training file (.tsv, .jsonl, char-TAG .txt, SQuAD .json)")
+    sub.add_argument("--dev", help="dev file: evaluated each epoch, picks the best model")
+    sub.add_argument("--test", help="test file: predictions written (scored when labelled)")
+    sub.add_argument("--out", help="output directory")
+    sub.add_argument("--config", help="YAML/JSON config of FinetuneConfig fields")
+    sub.add_argument("--hparams", help="Chinese-ELECTRA style hparams JSON (task_names, "
+                     "num_train_epochs, learning_rate, train_batch_size, ...)")
+    sub.add_argument("--epochs", type=float)
+    sub.add_argument("--batch-size", type=int)
+    sub.add_argument("--lr", type=float)
+    sub.add_argument("--max-seq-length", type=int)
+    sub.add_argument("--seed", type=int)
+    sub.add_argument("--max-train-examples", type=int, help="use a subset of train")
+    sub.add_argument("--bf16", action="store_true", help="bf16 autocast (AMX where present)")
+    sub.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    sub.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
+                     help="grid over epochs, batch_size, lr, ... (e.g. lr=3e-5,1e-4)")
+    sub.add_argument("--seeds", type=int, default=1, help="seeds per grid cell")
+    sub.add_argument("--keep-models", action="store_true",
+                     help="keep every grid run's model (default: only scores and predictions)")
+    sub.add_argument("--json", action="store_true")
+    sub.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="any other FinetuneConfig field, e.g. warmup=0.06 early_stopping=2")
+
+    sub = verb("evaluate", cmd_evaluate, "score a prediction file against a gold file")
+    sub.add_argument("--task", required=True, choices=["mrc", "ner", "classification"])
+    sub.add_argument("gold", help="gold file (SQuAD JSON, char-TAG text, TSV/JSON lines)")
+    sub.add_argument("predictions", help="predictions ({qid: answer} JSON, char-TAG, TSV)")
+
+    sub = verb("classify", cmd_classify, "label texts with a fine-tuned classifier")
+    sub.add_argument("--pair", nargs="+", help="second texts, one per input text")
+    sub.add_argument("--top-k", type=int, default=1)
+    inference_options(sub)
+
+    sub = verb("ner", cmd_ner, "find entities with a fine-tuned token classifier")
+    sub.add_argument("--aggregation", default="simple",
+                     choices=["none", "simple", "first", "max", "average"])
+    inference_options(sub)
+
+    sub = verb("qa", cmd_qa, "answer questions from a context (extractive QA model)")
+    sub.add_argument("--context", help="the context text")
+    sub.add_argument("--context-file", help="read the context from a UTF-8 file")
+    inference_options(sub)
 
     sub = verb("plot", cmd_plot, "plot loss / accuracy / lr curves of a run to a PNG")
     sub.add_argument("run_dir", help="a run directory with metrics.jsonl")

@@ -115,7 +115,8 @@ def load_examples(config: FinetuneConfig, split: str) -> list[Any]:
     path = getattr(config, split)
     if path:
         options: dict[str, Any] = {}
-        if config.kind in ("classification", "pair", "regression") and config.fields:
+        if config.kind in ("classification", "pair", "regression") and config.fields and \
+                Path(path).suffix in (".jsonl", ".json"):
             options["field_map"] = config.fields
         if config.kind in ("ner", "pos"):
             options["scheme"] = config.scheme if config.kind == "ner" else None
@@ -145,10 +146,11 @@ def head_labels(model_dir: Path, kind: str) -> list[str] | None:
 
 
 def choose_labels(config: FinetuneConfig, train: Sequence[Any], model_dir: Path
-                  ) -> list[str]:
-    """The label set: a loaded head's, else `config.labels`, else collected from train."""
+                  ) -> tuple[list[str], str]:
+    """The label set and where it came from: a loaded head's, else `config.labels`, else
+    collected from train."""
     if config.kind in ("regression", "mrc"):
-        return []
+        return [], ""
     where = config.train or f"{config.task} (train)"
     from_head = head_labels(model_dir, config.kind)
     if from_head is not None:
@@ -157,15 +159,16 @@ def choose_labels(config: FinetuneConfig, train: Sequence[Any], model_dir: Path
             if set(found) != set(from_head):
                 raise ConfigError(
                     f"{model_dir}: its head predicts {len(from_head)} labels "
-                    f"({', '.join(from_head)}) but {where} has {len(found)} ({', '.join(found)}); fine-tune from the "
-                    f"backbone instead, or use data with the head's labels"
+                    f"({', '.join(from_head)}) but {where} has {len(found)} "
+                    f"({', '.join(found)}); fine-tune from the backbone instead, or use data "
+                    f"with the head's labels"
                 )
-        return from_head
+        return from_head, f"the head in {model_dir}"
     if config.labels:
-        return list(config.labels)
+        return list(config.labels), "the config's labels"
     if not train:
         raise ConfigError("no training data and no labels: give train data or `labels`")
-    return collect_labels(train, where)
+    return collect_labels(train, where), where
 
 
 def build_task(config: FinetuneConfig, labels: list[str]) -> Task:
@@ -225,11 +228,11 @@ class FinetuneRun:
         self.examples = {split: load_examples(config, split) for split in ("train", "dev", "test")}
         if config.do_train and not self.examples["train"]:
             raise ConfigError("do_train is set but there is no training data: pass `train`")
-        labels = choose_labels(config, self.examples["train"], model_dir)
+        labels, origin = choose_labels(config, self.examples["train"], model_dir)
         for split in ("train", "dev", "test"):
             labelled = [e for e in self.examples[split] if _has_gold(e)]
             if labels and labelled:
-                check_labels(labelled, labels, getattr(config, split) or f"{config.task}:{split}")
+                check_labels(labelled, labels, origin)
         self.task = build_task(config, labels)
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
         checkpoint = latest_checkpoint(self.out) if resume else None

@@ -22,6 +22,13 @@ from torch import Tensor
 
 from zhplm.errors import InputError
 from zhplm.modeling.bert import BertForMaskedLM, BertModel
+from zhplm.modeling.heads import (
+    REGRESSION,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    labels_of,
+)
 from zhplm.modeling.pretrained import PreTrainedModel
 from zhplm.tokenization import Tokenizer
 
@@ -96,10 +103,13 @@ class Pipeline:
             ids[i] = row[: self.max_length - 1] + [sep]
         return ids
 
-    def _batches(self, ids: list[list[int]]) -> Iterator[tuple[list[int], Tensor, Tensor]]:
-        """Yield (indices, input_ids, attention_mask), grouping texts of similar length."""
+    def _batches(self, ids: list[list[int]], token_types: bool = False
+                 ) -> Iterator[tuple[list[int], Any, Tensor]]:
+        """Yield (indices, input_ids, attention_mask), grouping texts of similar length.
+        With `token_types`, input_ids comes as (input_ids, token_type_ids): 1 after the first
+        [SEP] (the second text of a pair, or the context of a question)."""
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        pad = self.tokenizer.pad_token_id
+        pad, sep = self.tokenizer.pad_token_id, self.tokenizer.sep_token_id
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
             width = len(ids[index[-1]])
@@ -108,7 +118,12 @@ class Pipeline:
             for row, i in enumerate(index):
                 input_ids[row, : len(ids[i])] = ids[i]
                 attention[row, : len(ids[i])] = 1
-            yield index, torch.from_numpy(input_ids), torch.from_numpy(attention)
+            tensor = torch.from_numpy(input_ids)
+            if token_types:
+                after_sep = np.cumsum(input_ids == sep, axis=1) - (input_ids == sep)
+                types = ((after_sep >= 1) & (attention == 1)).astype(np.int64)
+                tensor = (tensor, torch.from_numpy(types))
+            yield index, tensor, torch.from_numpy(attention)
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -246,9 +261,234 @@ class FillMaskPipeline(Pipeline):
         return out
 
 
+class TextClassificationPipeline(Pipeline):
+    """Labels of texts or text pairs (`{"text": a, "text_pair": b}`), transformers-style:
+    `[{"label", "score"}]`; `top_k=k` gives the k best per input (`None`: all labels).
+    A regression head returns its value as `score`."""
+
+    model_class = BertForSequenceClassification
+
+    def __init__(self, model: Any, tokenizer: Tokenizer | None = None, *, top_k: int | None = 1,
+                 **options: Any) -> None:
+        super().__init__(model, tokenizer, **options)
+        self.top_k = top_k
+        self.labels = labels_of(self.model.config)
+        self.regression = self.model.config.extra.get("problem_type") == REGRESSION
+
+    def _encode_pairs(self, items: list[Any]) -> list[list[int]]:
+        if all(isinstance(x, str) for x in items):
+            return self._encode(items)
+        pairs = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or "text" not in item:
+                raise InputError(f"input {i} must be a string or {{'text': ..., 'text_pair': ...}}")
+            pairs.append((item["text"], item.get("text_pair")))
+        for i, (a, b) in enumerate(pairs):
+            if not isinstance(a, str) or not a.strip() or (b is not None and not str(b).strip()):
+                raise InputError(f"input {i} has an empty text or text_pair")
+        firsts = [a for a, _ in pairs]
+        if any(b is None for _, b in pairs):
+            return self._encode(firsts)
+        full = self.tokenizer(firsts, [b for _, b in pairs])["input_ids"]
+        if not self.truncate and any(len(r) > self.max_length for r in full):
+            raise InputError(f"a text pair is longer than the model's {self.max_length} "
+                             f"positions; shorten it or allow truncation")
+        return self.tokenizer(firsts, [b for _, b in pairs], truncation=True,
+                              max_length=self.max_length)["input_ids"]
+
+    def __call__(self, inputs: Any, *, top_k: Any = "default") -> list[Any]:
+        """One result per input: a dict (top_k=1) or a list of dicts (top_k=k or None)."""
+        top_k = self.top_k if top_k == "default" else top_k
+        single = isinstance(inputs, (str, dict))
+        items = [inputs] if single else list(inputs)
+        ids = self._encode_pairs(items)
+        results: list[Any] = [None] * len(items)
+        with self._inference():
+            for index, (input_ids, types), attention in self._batches(ids, token_types=True):
+                logits = self.model(input_ids, attention, types).logits.float()
+                for row, i in enumerate(index):
+                    results[i] = self._format(logits[row], top_k)
+        return results if not single else (results if top_k == 1 else results[0])
+
+    def _format(self, logits: Tensor, top_k: int | None) -> Any:
+        if self.regression:
+            return {"label": self.labels[0], "score": float(logits[0])}
+        probs = logits.softmax(-1)
+        k = len(self.labels) if top_k is None else min(top_k, len(self.labels))
+        scores, best = probs.topk(k)
+        ranked = [{"label": self.labels[int(j)], "score": float(p)}
+                  for p, j in zip(scores, best, strict=True)]
+        return ranked[0] if top_k == 1 else ranked
+
+
+class TokenClassificationPipeline(Pipeline):
+    """Entities in a text, transformers-style. `aggregation_strategy`:
+    "none" (one dict per token: entity, score, index, word, start, end), "simple" (B-/I- runs
+    grouped: entity_group, score = mean, word, start, end), "first" / "max" / "average"
+    (sub-tokens of a word first agree on one label — the first's, the most confident one's,
+    or the argmax of the averaged probabilities — then grouped as "simple"). `word` is the
+    span of the original text, so Chinese entities read without spaces."""
+
+    model_class = BertForTokenClassification
+    STRATEGIES = ("none", "simple", "first", "max", "average")
+
+    def __init__(self, model: Any, tokenizer: Tokenizer | None = None, *,
+                 aggregation_strategy: str = "simple", ignore_labels: Sequence[str] = ("O",),
+                 **options: Any) -> None:
+        super().__init__(model, tokenizer, **options)
+        if aggregation_strategy not in self.STRATEGIES:
+            raise InputError(f"aggregation_strategy={aggregation_strategy!r}; use one of "
+                             f"{', '.join(self.STRATEGIES)}")
+        self.aggregation_strategy = aggregation_strategy
+        self.ignore_labels = set(ignore_labels)
+        self.labels = labels_of(self.model.config)
+
+    def __call__(self, inputs: str | Sequence[str], *, aggregation_strategy: str | None = None
+                 ) -> list[Any]:
+        """A list of entities for one text; a list of such lists for several."""
+        strategy = aggregation_strategy or self.aggregation_strategy
+        if strategy not in self.STRATEGIES:
+            raise InputError(f"aggregation_strategy={strategy!r}; use one of "
+                             f"{', '.join(self.STRATEGIES)}")
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        ids = self._encode(texts)
+        offsets = self.tokenizer(texts, return_offsets_mapping=True)["offset_mapping"]
+        results: list[Any] = [None] * len(texts)
+        with self._inference():
+            for index, input_ids, attention in self._batches(ids):
+                probs = self.model(input_ids, attention).logits.float().softmax(-1)
+                for row, i in enumerate(index):
+                    n = len(ids[i])
+                    results[i] = self._entities(texts[i], ids[i], offsets[i][:n - 1],
+                                                probs[row, :n].numpy(), strategy)
+        return results[0] if single else results
+
+    def _entities(self, text: str, ids: list[int], offsets: list[tuple[int, int]],
+                  probs: np.ndarray, strategy: str) -> list[dict[str, Any]]:
+        tokens = [(j, offsets[j]) for j in range(1, len(offsets))
+                  if offsets[j][1] > offsets[j][0]]  # real tokens (no [CLS]/[SEP])
+        if strategy == "none":
+            out = []
+            for j, (start, end) in tokens:
+                k = int(probs[j].argmax())
+                if self.labels[k] not in self.ignore_labels:
+                    out.append({"entity": self.labels[k], "score": float(probs[j, k]),
+                                "index": j, "word": self.tokenizer.convert_ids_to_tokens(ids[j]),
+                                "start": start, "end": end})
+            return out
+        pieces = self.tokenizer.convert_ids_to_tokens([ids[j] for j, _ in tokens])
+        units = self._words(tokens, pieces, probs, strategy) if strategy != "simple" else [
+            (start, end, int(probs[j].argmax()), float(probs[j].max()))
+            for j, (start, end) in tokens]
+        return self._group(text, units)
+
+    @staticmethod
+    def _words(tokens: list[tuple[int, tuple[int, int]]], pieces: list[str], probs: np.ndarray,
+               strategy: str) -> list[tuple[int, int, int, float]]:
+        """Sub-tokens joined into words (a `##` piece continues the word before it); one
+        label and score per word."""
+        words: list[list[tuple[int, tuple[int, int]]]] = []
+        for (j, span), piece in zip(tokens, pieces, strict=True):
+            if words and piece.startswith("##"):
+                words[-1].append((j, span))
+            else:
+                words.append([(j, span)])
+        out = []
+        for word in words:
+            rows = probs[[j for j, _ in word]]
+            if strategy == "first":
+                p = rows[0]
+            elif strategy == "max":
+                p = rows[int(rows.max(1).argmax())]
+            else:
+                p = rows.mean(0)
+            k = int(p.argmax())
+            out.append((word[0][1][0], word[-1][1][1], k, float(p[k])))
+        return out
+
+    def _group(self, text: str, units: list[tuple[int, int, int, float]]
+               ) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = []
+        current: dict[str, Any] | None = None
+        for start, end, k, score in units:
+            label = self.labels[k]
+            prefix, kind = (label.split("-", 1) + [""])[:2] if "-" in label else ("", label)
+            if label in self.ignore_labels:
+                current = None
+                continue
+            if current is not None and kind == current["entity_group"] and prefix in ("I", "E"):
+                current["end"], current["scores"] = end, current["scores"] + [score]
+                continue
+            current = {"entity_group": kind, "scores": [score], "start": start, "end": end}
+            groups.append(current)
+        return [{"entity_group": g["entity_group"], "score": float(np.mean(g["scores"])),
+                 "word": text[g["start"]:g["end"]], "start": g["start"], "end": g["end"]}
+                for g in groups]
+
+
+class QuestionAnsweringPipeline(Pipeline):
+    """Answers cut from the context: `{"score", "start", "end", "answer"}` per question.
+    Long contexts are split into windows (`doc_stride`) and the best span over all windows
+    wins; `score` is its softmax probability among the n-best spans."""
+
+    model_class = BertForQuestionAnswering
+
+    def __init__(self, model: Any, tokenizer: Tokenizer | None = None, *,
+                 max_seq_length: int = 384, doc_stride: int = 128, max_query_length: int = 64,
+                 max_answer_length: int = 30, n_best: int = 20, **options: Any) -> None:
+        super().__init__(model, tokenizer, **options)
+        self.settings = {"max_seq_length": min(max_seq_length, self.max_length),
+                         "doc_stride": doc_stride, "max_query_length": max_query_length}
+        self.max_answer_length = max_answer_length
+        self.n_best = n_best
+
+    def __call__(self, inputs: Any = None, *, question: Any = None, context: Any = None
+                 ) -> Any:
+        """`qa(question=..., context=...)`, `qa({"question", "context"})` or a list of those."""
+        from zhplm.tasks.examples import QAExample
+        from zhplm.tasks.mrc import build_qa_features, postprocess_qa
+
+        if inputs is None:
+            if question is None or context is None:
+                raise InputError("give question= and context= (or a list of such dicts)")
+            inputs = ({"question": question, "context": context} if isinstance(question, str)
+                      else [{"question": q, "context": c}
+                            for q, c in zip(question, context, strict=True)])
+        single = isinstance(inputs, dict)
+        items = [inputs] if single else list(inputs)
+        examples = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not str(item.get("question", "")).strip() or \
+                    not str(item.get("context", "")).strip():
+                raise InputError(f"input {i} needs a non-empty 'question' and 'context'")
+            examples.append(QAExample(qid=str(i), question=item["question"],
+                                      context=item["context"]))
+        features = build_qa_features(examples, self.tokenizer, training=False, **self.settings)
+        lengths = features.attention_mask.sum(1)
+        starts = np.full(features.input_ids.shape, -1e4, dtype=np.float32)
+        ends = np.full(features.input_ids.shape, -1e4, dtype=np.float32)
+        ids = [row[:n].tolist() for row, n in zip(features.input_ids, lengths, strict=True)]
+        with self._inference():
+            for index, (input_ids, types), attention in self._batches(ids, token_types=True):
+                out = self.model(input_ids, attention, types)
+                width = input_ids.shape[1]
+                starts[index, :width] = out.start_logits.float().numpy()
+                ends[index, :width] = out.end_logits.float().numpy()
+        decoded = postprocess_qa(examples, features, starts, ends, n_best=self.n_best,
+                                 max_answer_length=self.max_answer_length)
+        results = [{"score": r["score"], "start": r["start"], "end": r["end"],
+                    "answer": r["answer"]} for r in (decoded[e.qid] for e in examples)]
+        return results[0] if single else results
+
+
 TASKS: dict[str, type[Pipeline]] = {
     "feature-extraction": FeatureExtractionPipeline,
     "fill-mask": FillMaskPipeline,
+    "text-classification": TextClassificationPipeline,
+    "token-classification": TokenClassificationPipeline,
+    "ner": TokenClassificationPipeline,
+    "question-answering": QuestionAnsweringPipeline,
 }
 
 
