@@ -5,13 +5,16 @@ Steps (the corpus, vocab and dataset are reused when they are already there):
 2. build a WordPiece vocab on it;
 3. initialise a tiny (2 layers, H=128) BERT with an MLM head and run fill-mask (noise);
 4. preprocess the corpus into a token dataset (jieba word boundaries for whole-word masking);
-5. pre-train the tiny model with the demo recipe and run fill-mask again; print what's next.
+5. pre-train the tiny model with the demo recipe and run fill-mask again;
+6. fine-tune the pre-trained and the random tiny model on `reviews-sentiment` and `pd-ner`
+   (subsets, two epochs) and print the side-by-side table; print what's next.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import torch
 from zhplm import datasets
 from zhplm.config import preset
 from zhplm.data.corpus import preprocess
+from zhplm.finetuning import FinetuneConfig, run_finetune
 from zhplm.modeling import BertForMaskedLM
 from zhplm.pipelines import pipeline
 from zhplm.pretraining import PretrainRecipe, run_pretraining
@@ -96,14 +100,50 @@ def run(out_dir: Path, recipe_path: Path, vocab_size: int = 8000, steps: int | N
     print("  fill-mask with the pre-trained model:")
     show_fill_mask(run_dir / "model")
 
+    start = step("6. fine-tune: pre-trained vs random tiny on the built-in tasks")
+    table = compare_finetuning(out_dir, {"pre-trained": run_dir / "model",
+                                         "random init": model_dir})
+    print(table + f"({time.perf_counter() - start:.1f}s)")
+
+    sentiment_model = out_dir / "finetune-reviews-sentiment-pre-trained" / "best"
+    ner_model = out_dir / "finetune-pd-ner-pre-trained" / "best"
     print(f"""
 == Next
   .venv/bin/zhplm info {run_dir / 'model'}
   .venv/bin/zhplm fill-mask --model {run_dir / 'model'} --json '北京是中国的[MASK]都。'
   .venv/bin/zhplm plot {run_dir}          # loss / accuracy / lr curves as a PNG
+  .venv/bin/zhplm classify --model {sentiment_model} '这本书很好看。'
+  .venv/bin/zhplm ner --model {ner_model} '江泽民在北京会见了克林顿。'
+  .venv/bin/zhplm finetune --task reviews-sentiment --model {run_dir / 'model'} --out runs/grid \\
+      --grid epochs=3,5 lr=1e-4,3e-4 --seeds 3   # "max (mean)" table in runs/grid/results.md
   .venv/bin/zhplm pretrain --config configs/pretrain/demo.yaml --resume train.total_steps=2000
   The model directory is a Hugging Face directory: transformers.BertForMaskedLM loads it.
   Read docs/architecture.md for the layout and docs/benchmarks.md for measured speed.""")
+
+
+FINETUNE_TASKS = {"reviews-sentiment": ("accuracy", 4000), "pd-ner": ("f1", 3000)}
+
+
+def compare_finetuning(out_dir: Path, models: dict[str, Path]) -> str:
+    """Fine-tune each model on each built-in task (a subset, two epochs); a Markdown table."""
+    rows = []
+    for task, (metric, n_train) in FINETUNE_TASKS.items():
+        cells = []
+        for name, model in models.items():
+            run_dir = out_dir / f"finetune-{task}-{name.replace(' ', '-')}"
+            done = run_dir / "results.json"
+            if done.is_file():
+                results = json.loads(done.read_text(encoding="utf-8"))
+            else:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                results = run_finetune(FinetuneConfig(
+                    task=task, model=str(model), output_dir=str(run_dir), epochs=2, lr=1e-3,
+                    max_train_examples=n_train, max_eval_examples=1000, bf16=True,
+                    progress=False))
+            cells.append(f"{100 * results['dev'][metric]:.1f}")
+        rows.append(f"| {task} (dev {metric}) | " + " | ".join(cells) + " |")
+    header = "| task | " + " | ".join(models) + " |\n|---|" + "---|" * len(models)
+    return "\n".join([header, *rows]) + "\n"
 
 
 def show_fill_mask(model_dir: Path) -> None:

@@ -63,8 +63,12 @@ def run_grid(base: Any, grid: dict[str, list[Any]], seeds: int, out_dir: str | P
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     out = Path(out_dir)
     keys = list(grid)
-    cells = [dict(zip(keys, combo, strict=True)) for combo in
-             itertools.product(*(grid[k] for k in keys))]
+    cells = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        # from_dict coerces values ("1e-3" -> 0.001) and validates them
+        checked = from_dict(type(base), {**to_dict(base), **dict(zip(keys, combo, strict=True))},
+                            "--grid")
+        cells.append({k: getattr(checked, k) for k in keys})
     runs: list[dict[str, Any]] = []
     for cell in cells:
         for i in range(seeds):
@@ -75,7 +79,6 @@ def run_grid(base: Any, grid: dict[str, list[Any]], seeds: int, out_dir: str | P
                 results = json.loads(done.read_text(encoding="utf-8"))
             else:
                 shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
-                # from_dict coerces values ("1e-3" -> 0.001) and validates them
                 config = from_dict(type(base), {**to_dict(base), **cell, "seed": seed,
                                                 "output_dir": str(run_dir), "progress": False},
                                    f"grid cell {cell_name(cell)}")
