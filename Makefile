@@ -27,6 +27,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/encoder_forward.py
+	$(BIN)/python benchmarks/pretrain_throughput.py
+	$(BIN)/python benchmarks/finetune_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -65,7 +65,8 @@ def sentiment_run(tiny_dir, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def ner_run(tiny_dir, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("ner")
-    return out, run_finetune(quick("pd-ner", tiny_dir, out))
+    return out, run_finetune(quick("pd-ner", tiny_dir, out, max_train_examples=4000, epochs=3,
+                                   max_seq_length=128))
 
 
 def test_sentiment_fine_tune_beats_the_majority_class(sentiment_run):
@@ -319,3 +320,29 @@ def test_regression_head_config_round_trips_in_transformers(zh_vocab_dir, tmp_pa
     assert theirs.config.problem_type == "regression"
     result = pipeline("text-classification", model=tmp_path)("很好")
     assert isinstance(result[0]["score"], float)
+
+
+def test_cli_classify_and_ner_json_equal_the_python_api(sentiment_run, ner_run, capsys):
+    from zhplm.cli import main
+
+    texts = ["这本书很好看。", "太差了。"]
+    model = sentiment_run[0] / "best"
+    assert main(["classify", "--model", str(model), "--json", *texts]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(
+        pipeline("text-classification", model=model)(texts)))
+    model = ner_run[0] / "best"
+    assert main(["ner", "--model", str(model), "--json", "江泽民在北京。"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(
+        pipeline("token-classification", model=model)(["江泽民在北京。"])))
+
+
+def test_cli_finetune_reports_bad_files(tiny_dir, tmp_path, capsys):
+    from zhplm.cli import main
+
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"sentence1": "好", "label": "1"}\n{"sentence1": "差", "label": \n',
+                     encoding="utf-8")
+    code = main(["finetune", "--task", "classification", "--model", str(tiny_dir), "--train",
+                 str(train), "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert f"{train}:2" in capsys.readouterr().err

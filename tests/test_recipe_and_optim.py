@@ -96,3 +96,25 @@ def test_bert_adamw_without_bias_correction_matches_the_formula():
     # With bias correction the first step has magnitude ~lr; without it, much larger steps
     # would be wrong and much smaller ones are the BERT behaviour.
     assert not math.isclose(float(m[0]), float(grads[-1][0]))
+
+
+def test_layerwise_lr_decay_scales_each_depth():
+    from zhplm.config import preset
+    from zhplm.modeling.heads import BertForSequenceClassification
+
+    model = BertForSequenceClassification(preset("L4-H128", vocab_size=100))
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-3, layer_decay=0.5))
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    # 4 layers: the head has depth 5 (lr x 1), layer 3 depth 4 (x 0.5), ..., embeddings x 0.5^5
+    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["bert.encoder.layer.3.output.dense.weight"])] == pytest.approx(5e-4)
+    assert lr_of[id(named["bert.encoder.layer.0.attention.self.query.bias"])] == \
+        pytest.approx(1e-3 * 0.5**4)
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == \
+        pytest.approx(1e-3 * 0.5**5)
+    decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay_of[id(named["bert.encoder.layer.0.attention.self.query.bias"])] == 0.0
+    assert decay_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 0.01
+    with pytest.raises(ConfigError, match="layer_decay"):
+        OptimConfig(layer_decay=0.0)

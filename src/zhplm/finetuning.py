@@ -280,6 +280,9 @@ def run_finetune(config: FinetuneConfig, resume: bool = False) -> dict[str, Any]
     results: dict[str, Any] = {"task": config.task, "kind": config.kind, "model": config.model,
                                "seed": config.seed, "main_metric": run.task.main_metric}
     has_dev = "dev" in run.features and config.do_eval
+    for split, features in run.features.items():  # MRC: answers relocated / not found
+        if isinstance(getattr(features.task_data, "stats", None), dict):
+            results[f"{split}_features"] = features.task_data.stats
     if config.do_train:
         results.update(_train(run, has_dev))
     final_dir = out / BEST_DIR if (out / BEST_DIR).is_dir() else out / "model"

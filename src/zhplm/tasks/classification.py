@@ -52,13 +52,12 @@ class TextTask:
         if has_pair and not all(b is not None for b in pairs):
             missing = next(e for e in examples if e.text_b is None)
             raise DataError(f"{missing.source}: text_b is missing while other examples have one")
-        full = tokenizer(texts_a, pairs if has_pair else None)["input_ids"]
-        truncated = sum(len(ids) > max_seq_length for ids in full)
+        encoded = tokenizer(texts_a, pairs if has_pair else None, truncation=True,
+                            max_length=max_seq_length)
+        truncated = sum(bool(e.overflowing) for e in encoded.encodings)
         if truncated:
             logger.warning("%d of %d examples are longer than max_seq_length=%d tokens and "
                            "were truncated", truncated, len(examples), max_seq_length)
-        encoded = tokenizer(texts_a, pairs if has_pair else None, truncation=True,
-                            max_length=max_seq_length)
         labels = None
         if all(e.label is not None for e in examples):
             if self.regression:

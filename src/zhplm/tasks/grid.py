@@ -45,7 +45,8 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
 
 def cell_name(values: dict[str, Any]) -> str:
     """A directory name for one combination, e.g. `epochs=3_batch_size=32_lr=3e-05`."""
-    return "_".join(f"{k}={v}" for k, v in values.items()) or "default"
+    return "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in values.items()) or "default"
 
 
 def max_mean(values: Sequence[float]) -> str:
