@@ -346,3 +346,14 @@ def test_cli_finetune_reports_bad_files(tiny_dir, tmp_path, capsys):
                  str(train), "--out", str(tmp_path / "run")])
     assert code == 2
     assert f"{train}:2" in capsys.readouterr().err
+
+
+def test_max_mean_scale_follows_the_task_not_the_values():
+    from zhplm.tasks.grid import max_mean, summarize, to_markdown
+
+    runs = [{"cell": {"lr": 1e-4}, "seed": s, "kind": "mrc", "main_metric": "f1",
+             "dev": {"f1": f1}, "test": {}} for s, f1 in ((1, 0.5), (2, 0.9))]
+    summary = summarize(runs)
+    assert summary["scale"] == 1.0  # CMRC F1 is a percentage already, even when below 1
+    assert "0.90 (0.70)" in to_markdown(summary)
+    assert max_mean([0.5, -0.25]) == "50.00 (12.50)"  # e.g. MCC: fractions x100

@@ -82,12 +82,19 @@ class Pipeline:
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, each within `max_length` (truncated with a warning or refused)."""
+        return self._encode_with_offsets(texts)[0]
+
+    def _encode_with_offsets(self, texts: Sequence[str]
+                             ) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """Token ids and character offsets per text (one tokenizer call), within
+        `max_length`."""
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"input {i} is a {type(text).__name__}, expected a string")
             if not text.strip():
                 raise InputError(f"input {i} is empty; pass text with at least one character")
-        ids: list[list[int]] = self.tokenizer(list(texts))["input_ids"]
+        encoded = self.tokenizer(list(texts), return_offsets_mapping=True)
+        ids: list[list[int]] = encoded["input_ids"]
         sep = self.tokenizer.sep_token_id
         for i, row in enumerate(ids):
             if len(row) <= self.max_length:
@@ -101,7 +108,7 @@ class Pipeline:
             logger.warning("input %d has %d tokens; truncated to the model's %d positions",
                            i, len(row), self.max_length)
             ids[i] = row[: self.max_length - 1] + [sep]
-        return ids
+        return ids, encoded["offset_mapping"]
 
     def _batches(self, ids: list[list[int]], token_types: bool = False
                  ) -> Iterator[tuple[list[int], Any, Tensor]]:
@@ -352,8 +359,7 @@ class TokenClassificationPipeline(Pipeline):
                              f"{', '.join(self.STRATEGIES)}")
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
-        ids = self._encode(texts)
-        offsets = self.tokenizer(texts, return_offsets_mapping=True)["offset_mapping"]
+        ids, offsets = self._encode_with_offsets(texts)
         results: list[Any] = [None] * len(texts)
         with self._inference():
             for index, input_ids, attention in self._batches(ids):

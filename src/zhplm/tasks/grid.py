@@ -49,11 +49,11 @@ def cell_name(values: dict[str, Any]) -> str:
                     for k, v in values.items()) or "default"
 
 
-def max_mean(values: Sequence[float]) -> str:
-    """"max (mean)" with two decimals (x100 for fractions, as the papers print)."""
+def max_mean(values: Sequence[float], scale: float = 100.0) -> str:
+    """"max (mean)" with two decimals, values x `scale` (fractions print x100, as the papers
+    do; CMRC EM/F1 are already percentages, scale 1)."""
     if not values:
         return "-"
-    scale = 100.0 if max(abs(v) for v in values) <= 1.0 else 1.0
     return f"{max(values) * scale:.2f} ({statistics.fmean(values) * scale:.2f})"
 
 
@@ -89,7 +89,7 @@ def run_grid(base: Any, grid: dict[str, list[Any]], seeds: int, out_dir: str | P
                     for sub in ("checkpoints", "model", "best"):
                         shutil.rmtree(run_dir / sub, ignore_errors=True)
             runs.append({"cell": cell, "seed": seed, "dev": results.get("dev", {}),
-                         "test": results.get("test", {}),
+                         "test": results.get("test", {}), "kind": results.get("kind"),
                          "main_metric": results.get("main_metric")})
     summary = summarize(runs)
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2,
@@ -111,7 +111,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 entry[split].append(r[split][metric])
     best = max(cells, key=lambda c: statistics.fmean(cells[c]["dev"]) if cells[c]["dev"]
                else float("-inf"), default=None)
-    return {"main_metric": metric, "cells": cells, "best_cell": best, "runs": runs}
+    percent = any(r.get("kind") == "mrc" for r in runs)  # CMRC EM/F1 are x100 already
+    return {"main_metric": metric, "scale": 1.0 if percent else 100.0, "cells": cells,
+            "best_cell": best, "runs": runs}
 
 
 def to_markdown(summary: dict[str, Any]) -> str:
@@ -122,6 +124,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
              "| cell | seeds | dev | test |", "|---|---|---|---|"]
     for name, cell in summary["cells"].items():
         label = f"**{name}**" if name == summary["best_cell"] else name
-        lines.append(f"| {label} | {len(cell['seeds'])} | {max_mean(cell['dev'])} | "
-                     f"{max_mean(cell['test'])} |")
+        scale = summary["scale"]
+        lines.append(f"| {label} | {len(cell['seeds'])} | {max_mean(cell['dev'], scale)} | "
+                     f"{max_mean(cell['test'], scale)} |")
     return "\n".join(lines) + "\n"
