@@ -357,3 +357,75 @@ def test_max_mean_scale_follows_the_task_not_the_values():
     assert summary["scale"] == 1.0  # CMRC F1 is a percentage already, even when below 1
     assert "0.90 (0.70)" in to_markdown(summary)
     assert max_mean([0.5, -0.25]) == "50.00 (12.50)"  # e.g. MCC: fractions x100
+
+
+# ---- regressions found in review -------------------------------------------------------------
+def test_pair_pipeline_mixed_batch_and_literal_sep_use_the_tokenizers_token_types(
+        sentiment_run):
+    model_dir = sentiment_run[0] / "best"
+    classify = pipeline("text-classification", model=model_dir)
+    pair = {"text": "[SEP] 在这里", "text_pair": "后面很好"}
+    alone = classify(pair)[0]  # one input, top_k=1: a list of one dict, as transformers
+    mixed = classify([pair, "我爱北京", {"text": "一般"}])
+    assert mixed[0]["score"] == pytest.approx(alone["score"], abs=1e-6)
+    tok = Tokenizer.from_pretrained(model_dir)
+    batch = tok(pair["text"], pair["text_pair"], return_tensors="pt")
+    model = BertForSequenceClassification.from_pretrained(model_dir)
+    with torch.inference_mode():
+        probs = model(batch["input_ids"], batch["attention_mask"],
+                      batch["token_type_ids"]).logits.softmax(-1)[0]
+    assert alone["score"] == pytest.approx(float(probs.max()), abs=1e-6)
+
+
+def test_unlabelled_dev_is_not_evaluated_and_pos_with_plain_tags(tiny_dir, tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("label\ttext_a\npositive\t很好\nnegative\t很差\n" * 20, encoding="utf-8")
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("text_a\n很好\n很差\n", encoding="utf-8")
+    results = run_finetune(FinetuneConfig(task="classification", model=str(tiny_dir),
+                                          train=str(train), dev=str(dev), epochs=1,
+                                          output_dir=str(tmp_path / "cls"), progress=False))
+    assert "dev" not in results and results["steps"] == 2
+    pos = tmp_path / "pos.txt"
+    pos.write_text("我 r\n爱 v\n北 ns\n京 ns\n\n书 n\n好 a\n\n" * 10, encoding="utf-8")
+    results = run_finetune(FinetuneConfig(task="pos", model=str(tiny_dir), train=str(pos),
+                                          dev=str(pos), epochs=1, lr=1e-3, progress=False,
+                                          output_dir=str(tmp_path / "pos")))
+    assert results["main_metric"] == "token_accuracy"
+    assert set(results["dev"]) == {"token_accuracy"}
+
+
+def test_best_on_dev_nan_resume_and_early_stop_state(tmp_path):
+    from zhplm.finetuning import BestOnDev
+
+    saved = []
+    best = BestOnDev(tmp_path / "best.json", patience=2, resume_step=None)
+    assert not best.update(8, float("nan"), lambda: saved.append(8))
+    assert not best.update(16, 0.2, lambda: saved.append(16))  # beats a NaN
+    assert not best.update(24, 0.1, lambda: saved.append(24))
+    assert saved == [8, 16] and best.best_step == 16
+    assert best.update(32, 0.15, lambda: saved.append(32))  # 2 evaluations without a gain
+    json.loads((tmp_path / "best.json").read_text())  # strict JSON (no NaN)
+    # Resumed from the step-24 checkpoint: the step-32 evaluation is forgotten (replayed).
+    resumed = BestOnDev(tmp_path / "best.json", patience=2, resume_step=24)
+    assert resumed.history == [(8, float("-inf")), (16, 0.2), (24, 0.1)]
+    assert not resumed.stopped
+    assert BestOnDev(tmp_path / "best.json", patience=2, resume_step=32).stopped
+
+
+def test_no_checkpoints_option_and_head_of_another_task(sentiment_run, tmp_path):
+    out, _ = sentiment_run
+    results = run_finetune(quick("pd-ner", out / "best", tmp_path / "ner", epochs=1,
+                                 max_train_examples=64, max_eval_examples=32,
+                                 save_checkpoints=False))
+    assert "f1" in results["dev"]  # the 2-label sentence classifier was not loaded
+    assert not (tmp_path / "ner" / "checkpoints").exists()
+
+
+def test_evaluate_bioes_files(tmp_path):
+    gold = tmp_path / "gold.txt"
+    gold.write_text("江 B-PER\n泽 I-PER\n民 E-PER\n在 O\n京 S-LOC\n\n", encoding="utf-8")
+    pred = tmp_path / "pred.txt"
+    pred.write_text("江 B-PER\n泽 I-PER\n民 E-PER\n在 O\n京 O\n\n", encoding="utf-8")
+    scores = evaluate_files("ner", gold, pred, scheme="BIOES")
+    assert (scores["precision"], scores["recall"]) == (1.0, 0.5)

@@ -217,7 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a prediction file against a gold file with the task's official metric."""
     from zhplm.tasks.evaluation import evaluate_files
 
-    _print_json(evaluate_files(args.task, args.gold, args.predictions))
+    _print_json(evaluate_files(args.task, args.gold, args.predictions, scheme=args.scheme))
     return 0
 
 
@@ -376,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = verb("evaluate", cmd_evaluate, "score a prediction file against a gold file")
     sub.add_argument("--task", required=True, choices=["mrc", "ner", "classification"])
+    sub.add_argument("--scheme", default="BIO", choices=["BIO", "BIOES"],
+                     help="NER tagging scheme of both files")
     sub.add_argument("gold", help="gold file (SQuAD JSON, char-TAG text, TSV/JSON lines)")
     sub.add_argument("predictions", help="predictions ({qid: answer} JSON, char-TAG, TSV)")
 

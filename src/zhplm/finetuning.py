@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zhplm.config import ModelConfig
+from zhplm.config import ModelConfig, atomic_write_text
 from zhplm.errors import CheckpointError, ConfigError, DataError
 from zhplm.modeling.heads import labels_of, with_labels
 from zhplm.recipe import from_dict, load_recipe, to_dict
@@ -241,7 +241,11 @@ class FinetuneRun:
         model_config = base if self.task.kind == "mrc" else with_labels(
             base, labels, regression=self.task.kind == "regression")
         torch.manual_seed(config.seed)
-        self.model = self.task.model_class.from_pretrained(source, config=model_config)
+        # A head trained for another task (same `classifier` name, other meaning) is not loaded.
+        same_head = self.task.model_class.__name__ in base.extra.get("architectures", [])
+        self.model = self.task.model_class.from_pretrained(
+            source, config=model_config,
+            exclude=() if same_head else ("classifier.", "qa_outputs."))
         self.checkpoint = checkpoint
         limit = min(config.max_seq_length, self.model.config.max_position_embeddings)
         self.features: dict[str, Features] = {
@@ -280,6 +284,10 @@ def run_finetune(config: FinetuneConfig, resume: bool = False) -> dict[str, Any]
     results: dict[str, Any] = {"task": config.task, "kind": config.kind, "model": config.model,
                                "seed": config.seed, "main_metric": run.task.main_metric}
     has_dev = "dev" in run.features and config.do_eval
+    if has_dev and not all(_has_gold(e) for e in run.examples["dev"]):
+        logger.warning("%s: the dev set has examples without labels; it is not evaluated "
+                       "(the last model is kept instead of the best)", config.dev or "dev")
+        has_dev = False
     for split, features in run.features.items():  # MRC: answers relocated / not found
         if isinstance(getattr(features.task_data, "stats", None), dict):
             results[f"{split}_features"] = features.task_data.stats
@@ -313,12 +321,12 @@ def _train(run: FinetuneRun, has_dev: bool) -> dict[str, Any]:
         optim=OptimConfig(lr=config.lr, weight_decay=config.weight_decay, warmup=config.warmup,
                           schedule=config.schedule, layer_decay=config.layer_decay),
         bf16=config.bf16, seed=config.seed,
-        save_checkpoint_steps=steps_per_epoch if config.save_checkpoints else total_steps + 1,
+        save_checkpoint_steps=steps_per_epoch if config.save_checkpoints else 0,
         report_steps=max(1, min(50, steps_per_epoch // 5)),
         eval_steps=steps_per_epoch if has_dev else 0, keep_last=1, progress=config.progress,
     )
-    best_path = out / "best.json"
-    best = json.loads(best_path.read_text()) if run.checkpoint and best_path.is_file() else {}
+    best = BestOnDev(out / "best.json", config.early_stopping,
+                     resume_step=checkpoint_step(run.checkpoint) if run.checkpoint else None)
     main = f"eval_{run.task.main_metric}"
 
     def evaluate() -> dict[str, float]:
@@ -327,15 +335,8 @@ def _train(run: FinetuneRun, has_dev: bool) -> dict[str, Any]:
             run.tokenizer.pad_token_id))
 
     def on_evaluate(step: int, metrics: dict[str, float]) -> bool:
-        value = metrics.get(main, float("-inf"))
-        if not best or value > best["value"]:
-            save_dir_atomically(lambda d: run.model.save_pretrained(d, tokenizer=run.tokenizer),
-                                out / BEST_DIR)
-            best.update({"step": step, "value": value, "metrics": metrics, "bad_evals": 0})
-        else:
-            best["bad_evals"] = best.get("bad_evals", 0) + 1
-        best_path.write_text(json.dumps(best, indent=2) + "\n")
-        return bool(config.early_stopping) and best["bad_evals"] >= config.early_stopping
+        return best.update(step, metrics.get(main, float("nan")), lambda: save_dir_atomically(
+            lambda d: run.model.save_pretrained(d, tokenizer=run.tokenizer), out / BEST_DIR))
 
     module = TaskModule(run.model, run.task)
     trainer = Trainer(module, stream, train_config, out, evaluate=evaluate if has_dev else None,
@@ -343,11 +344,64 @@ def _train(run: FinetuneRun, has_dev: bool) -> dict[str, Any]:
                       save_model=lambda d: run.model.save_pretrained(d, tokenizer=run.tokenizer))
     if run.checkpoint is not None:
         trainer.resume(run.checkpoint)
-    last = trainer.fit()
-    save_dir_atomically(lambda d: run.model.save_pretrained(d, tokenizer=run.tokenizer),
-                        out / "model")
+    last: dict[str, float] = {}
+    if best.stopped:
+        logger.warning("%s stopped early at step %d; nothing left to train", out, trainer.step)
+    else:
+        last = trainer.fit()
+        save_dir_atomically(lambda d: run.model.save_pretrained(d, tokenizer=run.tokenizer),
+                            out / "model")
     return {"steps": trainer.step, "steps_per_epoch": steps_per_epoch,
-            "train_loss": last.get("loss"), "best_step": best.get("step")}
+            "train_loss": last.get("loss"), "best_step": best.best_step,
+            "stopped_early": best.stopped}
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step of a checkpoint directory (`step-00000120` -> 120)."""
+    return int(checkpoint.name.split("-")[-1])
+
+
+class BestOnDev:
+    """Best-on-dev bookkeeping in `best.json`: every evaluation (step, main metric), the
+    best so far, early stopping. On resume, evaluations after the checkpoint's step are
+    forgotten (they are replayed exactly), so the state always matches the checkpoint."""
+
+    def __init__(self, path: Path, patience: int, resume_step: int | None) -> None:
+        self.path = path
+        self.patience = patience
+        self.history: list[tuple[int, float]] = []
+        self.stopped = False
+        if resume_step is not None and path.is_file():
+            state = json.loads(path.read_text(encoding="utf-8"))
+            self.history = [(int(step), -math.inf if value is None else float(value))
+                            for step, value in state.get("history", []) if step <= resume_step]
+            self.stopped = bool(state.get("stopped")) and \
+                int(state.get("stopped_step", resume_step + 1)) <= resume_step
+
+    @property
+    def best_step(self) -> int | None:
+        """Step of the best evaluation (the first, on ties)."""
+        if not self.history:
+            return None
+        best = max(value for _, value in self.history)
+        return next(step for step, value in self.history if value == best)
+
+    def update(self, step: int, value: float, save_best: Callable[[], None]) -> bool:
+        """Record an evaluation; save the model when it is the best; True = stop early.
+        A NaN metric (e.g. Pearson of constant predictions) counts as the worst."""
+        value = -math.inf if math.isnan(value) else value
+        improved = not self.history or value > max(v for _, v in self.history)
+        self.history.append((step, value))
+        if improved:
+            save_best()
+        since_best = len(self.history) - 1 - [s for s, _ in self.history].index(self.best_step)
+        if self.patience and since_best >= self.patience:
+            self.stopped = True
+        state = {"best_step": self.best_step, "history": [
+            [s, None if math.isinf(v) else v] for s, v in self.history],
+            "stopped": self.stopped, "stopped_step": step if self.stopped else None}
+        atomic_write_text(self.path, json.dumps(state, indent=2) + "\n")
+        return self.stopped
 
 
 # ---- configs: files, overrides, the Chinese-ELECTRA hparams, the trainer API -----------------

@@ -110,27 +110,25 @@ class Pipeline:
             ids[i] = row[: self.max_length - 1] + [sep]
         return ids, encoded["offset_mapping"]
 
-    def _batches(self, ids: list[list[int]], token_types: bool = False
-                 ) -> Iterator[tuple[list[int], Any, Tensor]]:
-        """Yield (indices, input_ids, attention_mask), grouping texts of similar length.
-        With `token_types`, input_ids comes as (input_ids, token_type_ids): 1 after the first
-        [SEP] (the second text of a pair, or the context of a question)."""
+    def _batches(self, ids: list[list[int]], token_types: list[list[int]] | None = None
+                 ) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
+        """Yield (indices, input_ids, attention_mask, token_type_ids), grouping texts of
+        similar length. Token types are the tokenizer's (zeros when not given)."""
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        pad, sep = self.tokenizer.pad_token_id, self.tokenizer.sep_token_id
+        pad = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
             width = len(ids[index[-1]])
             input_ids = np.full((len(index), width), pad, dtype=np.int64)
             attention = np.zeros((len(index), width), dtype=np.int64)
+            types = np.zeros((len(index), width), dtype=np.int64)
             for row, i in enumerate(index):
                 input_ids[row, : len(ids[i])] = ids[i]
                 attention[row, : len(ids[i])] = 1
-            tensor = torch.from_numpy(input_ids)
-            if token_types:
-                after_sep = np.cumsum(input_ids == sep, axis=1) - (input_ids == sep)
-                types = ((after_sep >= 1) & (attention == 1)).astype(np.int64)
-                tensor = (tensor, torch.from_numpy(types))
-            yield index, tensor, torch.from_numpy(attention)
+                if token_types is not None:
+                    types[row, : len(ids[i])] = token_types[i][: len(ids[i])]
+            yield (index, torch.from_numpy(input_ids), torch.from_numpy(attention),
+                   torch.from_numpy(types))
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -155,7 +153,7 @@ class FeatureExtractionPipeline(Pipeline):
         ids = self._encode(texts)
         results: list[np.ndarray | None] = [None] * len(texts)
         with self._inference():
-            for index, input_ids, attention in self._batches(ids):
+            for index, input_ids, attention, _ in self._batches(ids):
                 hidden = self.model(input_ids, attention).last_hidden_state.float()
                 if pooling == "cls":
                     vectors = hidden[:, 0]
@@ -230,7 +228,7 @@ class FillMaskPipeline(Pipeline):
                 )
         results: list[Any] = [None] * len(texts)
         with self._inference():
-            for index, input_ids, attention in self._batches(ids):
+            for index, input_ids, attention, _ in self._batches(ids):
                 hidden = self.model.bert(input_ids, attention).last_hidden_state
                 rows, cols = torch.nonzero(input_ids == mask_id, as_tuple=True)
                 probs = self.model.cls(hidden[rows, cols]).float().softmax(-1)
@@ -282,36 +280,48 @@ class TextClassificationPipeline(Pipeline):
         self.labels = labels_of(self.model.config)
         self.regression = self.model.config.extra.get("problem_type") == REGRESSION
 
-    def _encode_pairs(self, items: list[Any]) -> list[list[int]]:
-        if all(isinstance(x, str) for x in items):
-            return self._encode(items)
-        pairs = []
+    def _encode_items(self, items: list[Any]) -> tuple[list[list[int]], list[list[int]]]:
+        """Ids and token types of texts and `{"text", "text_pair"}` dicts (mixed freely)."""
+        firsts: list[str] = []
+        seconds: list[str | None] = []
         for i, item in enumerate(items):
-            if not isinstance(item, dict) or "text" not in item:
+            if isinstance(item, str):
+                item = {"text": item}
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str):
                 raise InputError(f"input {i} must be a string or {{'text': ..., 'text_pair': ...}}")
-            pairs.append((item["text"], item.get("text_pair")))
-        for i, (a, b) in enumerate(pairs):
-            if not isinstance(a, str) or not a.strip() or (b is not None and not str(b).strip()):
+            pair = item.get("text_pair")
+            if not item["text"].strip() or (pair is not None and not str(pair).strip()):
                 raise InputError(f"input {i} has an empty text or text_pair")
-        firsts = [a for a, _ in pairs]
-        if any(b is None for _, b in pairs):
-            return self._encode(firsts)
-        full = self.tokenizer(firsts, [b for _, b in pairs])["input_ids"]
-        if not self.truncate and any(len(r) > self.max_length for r in full):
-            raise InputError(f"a text pair is longer than the model's {self.max_length} "
-                             f"positions; shorten it or allow truncation")
-        return self.tokenizer(firsts, [b for _, b in pairs], truncation=True,
-                              max_length=self.max_length)["input_ids"]
+            firsts.append(item["text"])
+            seconds.append(None if pair is None else str(pair))
+        ids: list[list[int]] = [[] for _ in items]
+        types: list[list[int]] = [[] for _ in items]
+        singles = [i for i, b in enumerate(seconds) if b is None]
+        if singles:
+            for i, row in zip(singles, self._encode([firsts[i] for i in singles]), strict=True):
+                ids[i], types[i] = row, [0] * len(row)
+        pairs = [i for i, b in enumerate(seconds) if b is not None]
+        if pairs:
+            a, b = [firsts[i] for i in pairs], [seconds[i] for i in pairs]
+            encoded = self.tokenizer(a, b, truncation=True, max_length=self.max_length)
+            for n, i in enumerate(pairs):
+                if encoded.encodings[n].overflowing and not self.truncate:
+                    raise InputError(f"input {i} (a text pair) is longer than the model's "
+                                     f"{self.max_length} positions; shorten it or allow "
+                                     f"truncation")
+                ids[i] = encoded["input_ids"][n]
+                types[i] = encoded["token_type_ids"][n]
+        return ids, types
 
     def __call__(self, inputs: Any, *, top_k: Any = "default") -> list[Any]:
         """One result per input: a dict (top_k=1) or a list of dicts (top_k=k or None)."""
         top_k = self.top_k if top_k == "default" else top_k
         single = isinstance(inputs, (str, dict))
         items = [inputs] if single else list(inputs)
-        ids = self._encode_pairs(items)
+        ids, token_types = self._encode_items(items)
         results: list[Any] = [None] * len(items)
         with self._inference():
-            for index, (input_ids, types), attention in self._batches(ids, token_types=True):
+            for index, input_ids, attention, types in self._batches(ids, token_types):
                 logits = self.model(input_ids, attention, types).logits.float()
                 for row, i in enumerate(index):
                     results[i] = self._format(logits[row], top_k)
@@ -362,7 +372,7 @@ class TokenClassificationPipeline(Pipeline):
         ids, offsets = self._encode_with_offsets(texts)
         results: list[Any] = [None] * len(texts)
         with self._inference():
-            for index, input_ids, attention in self._batches(ids):
+            for index, input_ids, attention, _ in self._batches(ids):
                 probs = self.model(input_ids, attention).logits.float().softmax(-1)
                 for row, i in enumerate(index):
                     n = len(ids[i])
@@ -425,9 +435,11 @@ class TokenClassificationPipeline(Pipeline):
                 continue
             if current is not None and kind == current["entity_group"] and prefix in ("I", "E"):
                 current["end"], current["scores"] = end, current["scores"] + [score]
-                continue
-            current = {"entity_group": kind, "scores": [score], "start": start, "end": end}
-            groups.append(current)
+            else:
+                current = {"entity_group": kind, "scores": [score], "start": start, "end": end}
+                groups.append(current)
+            if prefix in ("E", "S"):  # BIOES: the entity ends here
+                current = None
         return [{"entity_group": g["entity_group"], "score": float(np.mean(g["scores"])),
                  "word": text[g["start"]:g["end"]], "start": g["start"], "end": g["end"]}
                 for g in groups]
@@ -476,7 +488,8 @@ class QuestionAnsweringPipeline(Pipeline):
         ends = np.full(features.input_ids.shape, -1e4, dtype=np.float32)
         ids = [row[:n].tolist() for row, n in zip(features.input_ids, lengths, strict=True)]
         with self._inference():
-            for index, (input_ids, types), attention in self._batches(ids, token_types=True):
+            for index, input_ids, attention, types in self._batches(
+                    ids, features.token_type_ids.tolist()):
                 out = self.model(input_ids, attention, types)
                 width = input_ids.shape[1]
                 starts[index, :width] = out.start_logits.float().numpy()

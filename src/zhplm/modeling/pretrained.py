@@ -163,12 +163,14 @@ class PreTrainedModel(nn.Module):
         *,
         dtype: torch.dtype | None = None,
         config: ModelConfig | None = None,
+        exclude: tuple[str, ...] = (),
         **model_kwargs: Any,
     ) -> M:
         """Load a model from an HF-layout directory; the model is returned in eval mode.
 
         `config` replaces the directory's `config.json` (e.g. a backbone's config with the
-        labels of a new task head); it must describe the same architecture."""
+        labels of a new task head); it must describe the same architecture. Weights whose
+        names start with a prefix in `exclude` are not loaded (newly initialised)."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise CheckpointError(
@@ -186,6 +188,8 @@ class PreTrainedModel(nn.Module):
             )
         model = cls(config, **model_kwargs)
         state = normalize_keys(load_state_dict(model_dir), cls.base_model_prefix)
+        state = {k: v for k, v in state.items() if not k.startswith(exclude)} if exclude \
+            else state
         model.load_checkpoint_state(state, source=str(model_dir))
         model.source_dir = model_dir
         if dtype is not None:

@@ -41,7 +41,8 @@ def evaluate_mrc(gold: Path, predictions: Path) -> dict[str, Any]:
 
 def evaluate_ner(gold: Path, predictions: Path, scheme: str = "BIO") -> dict[str, Any]:
     """Entity precision/recall/F1 (strict), sentence by sentence."""
-    gold_examples, predicted = read_ner(gold, scheme=scheme), read_ner(predictions)
+    gold_examples = read_ner(gold, scheme=scheme)
+    predicted = read_ner(predictions, scheme=scheme)
     if len(gold_examples) != len(predicted):
         raise DataError(f"{predictions}: {len(predicted)} sentences, but {gold} has "
                         f"{len(gold_examples)}; predict every gold sentence in order")
@@ -86,13 +87,15 @@ def evaluate_classification(gold: Path, predictions: Path) -> dict[str, Any]:
     return classification_scores(labels, [str(e.label) for e in examples])
 
 
-def evaluate_files(task: str, gold: str | Path, predictions: str | Path) -> dict[str, Any]:
-    """Score `predictions` against `gold` with the task's official metric."""
+def evaluate_files(task: str, gold: str | Path, predictions: str | Path,
+                   scheme: str = "BIO") -> dict[str, Any]:
+    """Score `predictions` against `gold` with the task's official metric (`scheme`: the
+    NER tagging scheme, BIO or BIOES)."""
     gold, predictions = Path(gold), Path(predictions)
     if task == "mrc":
         return evaluate_mrc(gold, predictions)
     if task == "ner":
-        return evaluate_ner(gold, predictions)
+        return evaluate_ner(gold, predictions, scheme=scheme)
     if task == "classification":
         return evaluate_classification(gold, predictions)
     raise InputError(f"--task {task!r}: choose mrc, ner or classification")

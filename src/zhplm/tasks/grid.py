@@ -69,7 +69,9 @@ def run_grid(base: Any, grid: dict[str, list[Any]], seeds: int, out_dir: str | P
         # from_dict coerces values ("1e-3" -> 0.001) and validates them
         checked = from_dict(type(base), {**to_dict(base), **dict(zip(keys, combo, strict=True))},
                             "--grid")
-        cells.append({k: getattr(checked, k) for k in keys})
+        cell = {k: getattr(checked, k) for k in keys}
+        if cell not in cells:  # "1" and "1.0" are one cell
+            cells.append(cell)
     runs: list[dict[str, Any]] = []
     for cell in cells:
         for i in range(seeds):
@@ -109,8 +111,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for split in ("dev", "test"):
             if metric in r[split]:
                 entry[split].append(r[split][metric])
-    best = max(cells, key=lambda c: statistics.fmean(cells[c]["dev"]) if cells[c]["dev"]
-               else float("-inf"), default=None)
+    scored = [c for c in cells if cells[c]["dev"]]
+    best = max(scored, key=lambda c: statistics.fmean(cells[c]["dev"]), default=None)
     percent = any(r.get("kind") == "mrc" for r in runs)  # CMRC EM/F1 are x100 already
     return {"main_metric": metric, "scale": 1.0 if percent else 100.0, "cells": cells,
             "best_cell": best, "runs": runs}

@@ -53,7 +53,11 @@ class TaggingTask:
         self.labels = list(labels)
         self.label_ids = {label: i for i, label in enumerate(self.labels)}
         self.scheme = scheme
-        self.main_metric = "f1"
+        # Entity-style tags (B-X/I-X/E-X/S-X/O) are scored by entity F1; plain tags (POS
+        # tagging with "n", "v", ...) by token accuracy.
+        self.entity_tags = all(t == OUTSIDE or t[:2] in ("B-", "I-", "E-", "S-")
+                               for t in self.labels)
+        self.main_metric = "f1" if self.entity_tags else "token_accuracy"
         self._layout: list[tuple[int, int]] = []
 
     def encode(self, examples: Sequence[TaggingExample], tokenizer: Tokenizer,
@@ -135,13 +139,15 @@ class TaggingTask:
 
     def score(self, examples: Sequence[TaggingExample], predictions: list[list[str]]
               ) -> dict[str, float]:
-        """Entity precision/recall/F1 (strict span and type) and token accuracy."""
+        """Token accuracy, and for entity-style tags entity precision/recall/F1 (strict)."""
         gold = [list(e.tags) for e in examples]  # type: ignore[arg-type]
-        scores = entity_scores(gold, predictions, scheme=self.scheme)
         flat_gold = [t for seq in gold for t in seq]
         flat_pred = [t for seq in predictions for t in seq]
-        return {"precision": scores["precision"], "recall": scores["recall"],
-                "f1": scores["f1"], "token_accuracy": accuracy(flat_pred, flat_gold)}
+        out = {"token_accuracy": accuracy(flat_pred, flat_gold)}
+        if self.entity_tags:
+            scores = entity_scores(gold, predictions, scheme=self.scheme)
+            out.update(precision=scores["precision"], recall=scores["recall"], f1=scores["f1"])
+        return out
 
     def write_predictions(self, path: Path, examples: Sequence[TaggingExample],
                           predictions: list[list[str]]) -> None:

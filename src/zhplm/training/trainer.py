@@ -56,7 +56,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     bf16: bool = False
     seed: int = 42
-    save_checkpoint_steps: int = 1000
+    save_checkpoint_steps: int = 1000  # 0: no checkpoints (except on SIGINT/SIGTERM)
     report_steps: int = 10
     eval_steps: int = 0
     keep_last: int = 2
@@ -200,7 +200,8 @@ class Trainer:
                 if self.evaluate and self.config.eval_steps and \
                         self.step % self.config.eval_steps == 0:
                     stop_early = self._evaluate_and_report()
-                if self.step % self.config.save_checkpoint_steps == 0:
+                if self.config.save_checkpoint_steps and \
+                        self.step % self.config.save_checkpoint_steps == 0:
                     self.checkpoint()
                 if self._stop_signal is not None:
                     path = self.checkpoint()
@@ -212,7 +213,7 @@ class Trainer:
             if not self.config.eval_steps or self.step % self.config.eval_steps:
                 self._evaluate_and_report()
             last.update(self._last_eval)
-        if self.step % self.config.save_checkpoint_steps:
+        if self.config.save_checkpoint_steps and self.step % self.config.save_checkpoint_steps:
             self.checkpoint()
         return last
 
