@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from zhplm.config import ModelConfig, atomic_write_text
-from zhplm.errors import CheckpointError, ConfigError, DataError
+from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.heads import labels_of, with_labels
-from zhplm.recipe import from_dict, load_recipe, to_dict
+from zhplm.recipe import from_dict, load_file, load_recipe, recipe_from_data, to_dict
 from zhplm.tasks.base import Task, TaskModule
 from zhplm.tasks.batching import BatchStream, Features
 from zhplm.tasks.builtin import BUILTIN_TASKS, load_builtin
@@ -444,23 +444,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
         raise ConfigError(f"{hparams}: cannot read the hparams JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{hparams}: expected a JSON object")
-    base = to_dict(load_recipe(FinetuneConfig, path)) if path else {}
-    merged = {**base, **hparams_to_dict(data, str(hparams))}
-    tmp = from_dict(FinetuneConfig, merged, str(hparams))
-    return load_recipe_from(tmp, overrides)
-
-
-def load_recipe_from(config: FinetuneConfig, overrides: Sequence[str]) -> FinetuneConfig:
-    """`config` with `key=value` overrides applied (validated as a recipe)."""
-    from zhplm.recipe import parse_override
-
-    data = to_dict(config)
-    for text in overrides:
-        keys, value = parse_override(text)
-        if len(keys) != 1:
-            raise ConfigError(f"override {text!r}: fine-tuning keys have no sections")
-        data[keys[0]] = value
-    return from_dict(FinetuneConfig, data, "finetune config (with overrides)")
+    base = load_file(path) if path else {}
+    return recipe_from_data(FinetuneConfig, {**base, **hparams_to_dict(data, str(hparams))},
+                            overrides, str(hparams))
 
 
 class FinetuneTrainer:
@@ -512,11 +498,3 @@ def build_trainer(
             raise ConfigError("cfg_modify_fn must return a FinetuneConfig (or None)")
         cfg = from_dict(FinetuneConfig, to_dict(cfg), "cfg_modify_fn result")
     return FinetuneTrainer(cfg)
-
-
-def check_task_data(config: FinetuneConfig) -> None:
-    """Fail early (before a long run) if a split's file is missing."""
-    for split in ("train", "dev", "test"):
-        path = getattr(config, split)
-        if path and not Path(path).is_file():
-            raise DataError(f"{path}: {split} file not found")

@@ -123,7 +123,13 @@ def load_recipe(cls: type[T], path: str | Path | None = None,
                 overrides: typing.Sequence[str] = ()) -> T:
     """Load `cls` from a recipe file (optional) plus `section.key=value` overrides."""
     data = load_file(path) if path else {}
-    where = str(path) if path else "recipe"
+    return recipe_from_data(cls, data, overrides, str(path) if path else "recipe")
+
+
+def recipe_from_data(cls: type[T], data: dict[str, Any], overrides: typing.Sequence[str] = (),
+                     where: str = "recipe") -> T:
+    """Build `cls` from a dict plus `section.key=value` overrides (unknown keys are errors)."""
+    data = dict(data)
     for text in overrides:
         keys, value = parse_override(text)
         node = data

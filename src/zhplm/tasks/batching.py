@@ -123,13 +123,11 @@ class BatchStream:
     pieces for gradient accumulation. Fine-tuning runs in one process.
     """
 
-    def __init__(self, features: Features, batch_size: int, pad_id: int, seed: int,
-                 group_by_length: bool = True) -> None:
+    def __init__(self, features: Features, batch_size: int, pad_id: int, seed: int) -> None:
         self.features = features
         self.batch_size = batch_size
         self.pad_id = pad_id
         self.seed = seed
-        self.group_by_length = group_by_length
         self.epoch = 0
         self.position = 0
         self._cached: tuple[int, list[np.ndarray]] | None = None
@@ -142,12 +140,7 @@ class BatchStream:
     def _batches(self) -> list[np.ndarray]:
         if self._cached is None or self._cached[0] != self.epoch:
             rng = np.random.default_rng((self.seed, self.epoch))
-            if self.group_by_length:
-                batches = length_grouped_batches(self.features.lengths, self.batch_size, rng)
-            else:
-                order = rng.permutation(len(self.features))
-                batches = [order[i:i + self.batch_size]
-                           for i in range(0, len(order), self.batch_size)]
+            batches = length_grouped_batches(self.features.lengths, self.batch_size, rng)
             self._cached = (self.epoch, batches)
         return self._cached[1]
 
