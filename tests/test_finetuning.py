@@ -51,7 +51,7 @@ def tiny_dir(zh_vocab_dir, tmp_path_factory) -> Path:
 def quick(task: str, model: Path, out: Path, **fields) -> FinetuneConfig:
     values = {"task": task, "model": str(model), "output_dir": str(out), "lr": 1e-3,
               "epochs": 2, "batch_size": 32, "max_train_examples": 1600,
-              "max_eval_examples": 400, "max_seq_length": 96, "bf16": True, "progress": False,
+              "max_eval_examples": 400, "max_seq_length": 96, "progress": False,
               **fields}
     return FinetuneConfig(**values)
 
@@ -124,14 +124,15 @@ def test_question_answering_head_matches_transformers(zh_vocab_dir, tmp_path):
 def test_pipelines_match_transformers(sentiment_run, ner_run):
     out, _ = sentiment_run
     texts = ["这本书很好看，值得一读。", "质量太差了，不推荐购买。", "一般吧。"]
-    ours = pipeline("text-classification", model=out / "best")(texts)
+    ours = pipeline("text-classification", model=out / "best", dtype="fp32")(texts)
     theirs = transformers.pipeline("text-classification", model=str(out / "best"))(texts)
     for a, b in zip(ours, theirs, strict=True):
         assert a["label"] == b["label"]
         assert a["score"] == pytest.approx(b["score"], abs=1e-5)
     out, _ = ner_run
     text = "江泽民在北京会见了美国总统克林顿。"
-    ours = pipeline("token-classification", model=out / "best", aggregation_strategy="none")(text)
+    ours = pipeline("token-classification", model=out / "best", aggregation_strategy="none",
+                    dtype="fp32")(text)
     theirs = transformers.pipeline("token-classification", model=str(out / "best"),
                                    aggregation_strategy="none")(text)
     assert [(e["entity"], e["start"], e["end"]) for e in ours] == \
@@ -363,7 +364,7 @@ def test_max_mean_scale_follows_the_task_not_the_values():
 def test_pair_pipeline_mixed_batch_and_literal_sep_use_the_tokenizers_token_types(
         sentiment_run):
     model_dir = sentiment_run[0] / "best"
-    classify = pipeline("text-classification", model=model_dir)
+    classify = pipeline("text-classification", model=model_dir, dtype="fp32")  # vs fp32 below
     pair = {"text": "[SEP] 在这里", "text_pair": "后面很好"}
     alone = classify(pair)[0]  # one input, top_k=1: a list of one dict, as transformers
     mixed = classify([pair, "我爱北京", {"text": "一般"}])

@@ -206,23 +206,30 @@ def test_windows_cover_context_and_step_by_doc_stride(
 def test_relocated_and_missing_answers_are_counted(
     zh_tok: Tokenizer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    context = "北京是首都。上海在东边。北京很大。"
+    context = "北京是首都。上海在东边。北京很大。"  # 北京 at 0 and 12, 上海 at 6, 东边 at 9
     examples = [
         QAExample("ok", "首都是哪里？", context, ("上海",), (6,)),
         QAExample("moved", "哪个城市很大？", context, ("北京",), (10,), source="f.json:moved"),
         QAExample("nostart", "哪个城市？", context, ("上海",), ()),
         QAExample("missing", "哪里？", context, ("广州",), (0,), source="f.json:missing"),
         QAExample("none", "哪里？", context),
+        QAExample("unknown", "哪里？", context, ("北京",), (-1,)),
+        QAExample("past", "哪里？", context, ("北京",), (999,)),
+        QAExample("later", "在哪边？", context, ("广州东边", "东边"), (-1, 3), "f.json:later"),
     ]
     with caplog.at_level(logging.WARNING, logger="zhplm"):
         feats = build_qa_features(examples, zh_tok, max_seq_length=64, doc_stride=16)
     stats = feats.stats
-    assert stats["examples"] == 5 and stats["features"] == 5
-    assert stats["answers"] == 4
-    assert stats["answers_relocated"] == 2 and stats["answers_not_found"] == 1
+    assert stats["examples"] == 8 and stats["features"] == 7  # "missing" gives no window
+    assert list(feats.example_index) == [0, 1, 2, 4, 5, 6, 7]
+    assert stats["answers"] == 7
+    assert stats["answers_relocated"] == 5  # moved, nostart, unknown, past, later
+    assert stats["answers_first_not_found"] == 1 and stats["answers_not_found"] == 1
     assert stats["answers_unrecoverable"] == stats["answers_outside_windows"] == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # one summary, not one line per answer
     assert "f.json:moved" in caplog.text and "f.json:missing" in caplog.text
-    assert "relocated" in caplog.text or "answer_start" in caplog.text
+    assert "answer_start" in caplog.text and "dropped from training" in caplog.text
 
     def span(k: int) -> tuple[int, int]:
         s, e = feats.start_positions[k], feats.end_positions[k]
@@ -230,13 +237,22 @@ def test_relocated_and_missing_answers_are_counted(
 
     assert span(0) == (6, 8)
     assert span(1) == (12, 14)  # the occurrence nearest to the claimed start 10
-    assert span(2) == (6, 8)
-    assert feats.start_positions[3] == feats.end_positions[3] == 0
-    assert feats.start_positions[4] == feats.end_positions[4] == 0
+    assert span(2) == (6, 8)  # no start given: the first occurrence
+    assert feats.start_positions[3] == feats.end_positions[3] == 0  # no answers: no-answer
+    assert span(4) == (0, 2)  # -1: the first occurrence
+    assert span(5) == (12, 14)  # past the end: the nearest (last) occurrence
+    assert span(6) == (9, 11)  # the first answer is not in the context: the second one
 
     eval_feats = build_qa_features(examples, zh_tok, max_seq_length=64, training=False)
     assert not eval_feats.start_positions.any() and not eval_feats.end_positions.any()
     assert eval_feats.stats["answers"] == 0
+    assert list(eval_feats.example_index) == list(range(8))  # nothing dropped for evaluation
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zhplm"):
+        none_left = build_qa_features([examples[3]], zh_tok, max_seq_length=64)
+    assert len(none_left) == 0 and none_left.stats["answers_not_found"] == 1
+    assert none_left.input_ids.shape == (0, 0) and "missing" in caplog.text
 
 
 def test_unaligned_and_too_long_answers_are_counted(en_tok: Tokenizer) -> None:

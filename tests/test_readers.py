@@ -552,7 +552,8 @@ def test_read_squad_duplicate_qid_and_bad_answer_start(
     )
     assert f"first at {path}:{first_line}, data[0].paragraphs[0].qas[0]" in message
 
-    for bad, shown in ((-3, "-3"), ("5", "'5'"), (2.0, "2.0")):
+    # any integer is an offset (-1 = unknown, official CMRC 2018 files); these are not
+    for bad, shown in (("5", "'5'"), (2.0, "2.0"), (3.5, "3.5"), (True, "True"), (None, "None")):
         document, _ = _squad_from_pd(ner_sentences)
         document["data"][0]["paragraphs"][4]["qas"][0]["answers"][0]["answer_start"] = bad
         path = tmp_path / "start.json"
@@ -566,6 +567,56 @@ def test_read_squad_duplicate_qid_and_bad_answer_start(
             message,
         )
         assert f"found {shown}" in message
+        assert "must be an integer" in message
+
+
+def test_read_squad_keeps_any_integer_answer_start(
+    tmp_path: Path, ner_sentences: list[NerSentence]
+) -> None:
+    document, expected = _squad_from_pd(ner_sentences)
+    answers = [qa["answers"] for a in document["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    for k, start in enumerate((-1, -3, 10_000, 0)):  # unknown, negative, past the end, wrong
+        answers[k][0]["answer_start"] = start
+    answers[4].append({"text": "不在文中的答案", "answer_start": -1})  # not in the context
+    path = tmp_path / "offsets.json"
+    _dump(path, document)
+    examples = read_squad(path)
+    assert [e.answer_starts for e in examples[:5]] == [
+        (-1,),
+        (-3,),
+        (10_000,),
+        (0,),
+        (expected[4][3], -1),
+    ]
+    assert examples[4].answers == (expected[4][2], "不在文中的答案")
+    assert examples[3].context[: len(examples[3].answers[0])] != examples[3].answers[0]
+
+    for k, (bad, message) in enumerate(
+        (
+            ({"answer_start": 1}, "missing 'text'"),
+            ({"text": 5, "answer_start": 1}, "'text' must be a string, found int 5"),
+            ({"text": " ", "answer_start": 1}, "empty 'text'"),
+            ({"text": "x"}, "missing 'answer_start'"),
+        )
+    ):
+        document, _ = _squad_from_pd(ner_sentences)
+        document["data"][1]["paragraphs"][0]["qas"][0]["answers"].append(bad)
+        path = tmp_path / f"bad{k}.json"
+        _dump(path, document)
+        with pytest.raises(DataError) as exc:
+            read_squad(path)
+        assert re.match(
+            rf"{re.escape(str(path))}:\d+: data\[1\]\.paragraphs\[0\]\.qas\[0\]\.answers\[1\]: ",
+            error_of(exc),
+        ), error_of(exc)
+        assert message in error_of(exc)
+
+    document, _ = _squad_from_pd(ner_sentences)
+    document["data"][0]["paragraphs"][0]["qas"][0]["answers"] = "北京"
+    path = tmp_path / "answers_not_list.json"
+    _dump(path, document)
+    with pytest.raises(DataError, match=r"'answers' must be a list, found str"):
+        read_squad(path)
 
 
 # --------------------------------------------------------------------------- dispatch

@@ -31,11 +31,11 @@ def test_two_stage_recipes_chain():
 
 def test_overrides_are_typed():
     recipe = load_recipe(PretrainRecipe, CONFIGS / "demo.yaml",
-                         ["train.total_steps=7", "train.optim.lr=3e-4", "train.bf16=false",
+                         ["train.total_steps=7", "train.optim.lr=3e-4", "train.dtype=fp32",
                           "masking.strategy=ngram", "objectives.nsp=0.5"])
     assert recipe.train.total_steps == 7 and isinstance(recipe.train.total_steps, int)
     assert recipe.train.optim.lr == pytest.approx(3e-4)
-    assert recipe.train.bf16 is False
+    assert recipe.train.dtype == "fp32"
     assert recipe.masking.strategy == "ngram"
     assert recipe.objectives == {"mlm": 1.0, "nsp": 0.5}
 
@@ -88,10 +88,10 @@ def test_bert_adamw_without_bias_correction_matches_the_formula():
     for grad in grads:
         weight.grad = grad.clone()
         optimizer.step()
-        expected *= 1 - 0.1 * 0.01
         m = 0.9 * m + 0.1 * grad
         v = 0.999 * v + 0.001 * grad * grad
         expected -= 0.1 * m / (v.sqrt() + 1e-6)
+        expected *= 1 - 0.1 * 0.01  # decoupled decay of the updated weights (UER-py's order)
     assert torch.allclose(weight.detach(), expected, atol=1e-6)
     # With bias correction the first step has magnitude ~lr; without it, much larger steps
     # would be wrong and much smaller ones are the BERT behaviour.
@@ -118,3 +118,102 @@ def test_layerwise_lr_decay_scales_each_depth():
     assert decay_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 0.01
     with pytest.raises(ConfigError, match="layer_decay"):
         OptimConfig(layer_decay=0.0)
+
+
+class ReferenceAdamW:
+    """UER-py's AdamW(correct_bias=False) written out per parameter, the textbook way:
+    plain tensors and Python loops, sharing nothing with zhplm's optimiser."""
+
+    def __init__(self, groups, lr, eps=1e-6, betas=(0.9, 0.999)):
+        self.groups = [{**g, "params": list(g["params"])} for g in groups]
+        self.lr, self.eps, self.betas = lr, eps, betas
+        self.state = {}
+
+    def step(self, lr):
+        beta1, beta2 = self.betas
+        for group in self.groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                m, v = self.state.setdefault(id(p), (torch.zeros_like(p), torch.zeros_like(p)))
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                with torch.no_grad():
+                    p.addcdiv_(m, v.sqrt().add(self.eps), value=-lr)
+                    if group["weight_decay"] > 0:
+                        p.add_(p, alpha=-lr * group["weight_decay"])
+
+
+def test_uer_optimiser_matches_reference_adamw_step_for_step():
+    """`OptimConfig.uer()` through the trainer's optimiser + schedule equals UER-py's
+    AdamW(correct_bias=False) with its parameter groups, on a small BERT's real gradients,
+    to 1e-7 after every step."""
+    import copy
+
+    from zhplm.config import preset
+    from zhplm.modeling.bert import BertForMaskedLM
+    from zhplm.training.optim import UER_OPTIM, build_scheduler
+
+    torch.manual_seed(0)
+    ours = BertForMaskedLM(preset("L2-H128", vocab_size=300)).train()
+    ref = copy.deepcopy(ours)
+    config = OptimConfig.uer(lr=1e-3, warmup=0.25)
+    assert (config.bias_correction, config.eps, config.weight_decay, config.max_grad_norm) == \
+        (False, 1e-6, 0.01, 0.0) and UER_OPTIM["bias_correction"] is False
+    optimizer = build_optimizer(ours, config)
+    assert isinstance(optimizer, BertAdamW)
+    steps = 12
+    scheduler = build_scheduler(optimizer, config, steps)
+    # UER-py's groups: decay 0.01 unless the name holds bias / gamma / beta / layer_norm
+    # (its LayerNorm names); on HF names that is "bias" or "LayerNorm".
+    named = list(ref.named_parameters())
+    plain = [p for n, p in named if "bias" in n or "LayerNorm" in n]
+    decayed = [p for n, p in named if not ("bias" in n or "LayerNorm" in n)]
+    reference = ReferenceAdamW([{"params": decayed, "weight_decay": 0.01},
+                                {"params": plain, "weight_decay": 0.0}], lr=1e-3)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        ids = torch.randint(5, 300, (4, 24), generator=generator)
+        labels = torch.where(torch.rand(4, 24, generator=generator) < 0.2, ids, -100)
+        logits = ours(input_ids=ids).logits
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten()).backward()
+        # The same real gradients go to both optimisers, so any difference is the update's.
+        for mine, theirs in zip(ours.parameters(), ref.parameters(), strict=True):
+            theirs.grad = mine.grad.clone()
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        reference.step(lr)
+        optimizer.zero_grad(set_to_none=True)
+        ref.zero_grad(set_to_none=True)
+        worst = max(float((a - b).abs().max()) for a, b in
+                    zip(ours.state_dict().values(), ref.state_dict().values(), strict=True))
+        assert worst < 1e-7
+    moved = max(float((a - b).abs().max()) for a, b in
+                zip(ours.state_dict().values(), BertForMaskedLM(ours.config).state_dict()
+                    .values(), strict=True))
+    assert moved > 1e-3  # the weights really trained
+
+
+def test_uer_optimiser_differs_from_bias_corrected_adamw():
+    """The two conventions are different runs: the first step without bias correction is
+    about (1 - beta1) = 0.1 of the bias-corrected one."""
+    grad = torch.full((3,), 0.5)
+    steps = {}
+    for name, config in (("uer", OptimConfig.uer(lr=0.1, weight_decay=0.0)),
+                         ("torch", OptimConfig(lr=0.1, weight_decay=0.0))):
+        weight = torch.nn.Parameter(torch.zeros(3))
+        weight.grad = grad.clone()
+        build_optimizer(torch.nn.ParameterList([weight]), config).step()
+        steps[name] = float(weight.detach().abs().max())
+    assert steps["torch"] == pytest.approx(0.1, rel=1e-3)
+    assert steps["uer"] == pytest.approx(0.1 * 0.1 / math.sqrt(0.001), rel=1e-3)
+
+
+def test_roberta_recipes_use_uer_conventions():
+    for path in sorted(CONFIGS.glob("roberta-*.yaml")):
+        optim = load_recipe(PretrainRecipe, path).train.optim
+        assert (optim.bias_correction, optim.max_grad_norm, optim.eps, optim.weight_decay) == \
+            (False, 0.0, 1e-6, 0.01), path.name
+    with pytest.raises(ConfigError, match="max_grad_norm"):
+        OptimConfig(max_grad_norm=-1.0)

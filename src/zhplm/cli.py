@@ -150,7 +150,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from zhplm.recipe import load_recipe
     from zhplm.training.trainer import TrainingInterrupted
 
-    recipe = load_recipe(PretrainRecipe, args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.dtype is not None:  # the flag wins over the recipe's dtype or legacy bf16
+        overrides += [f"train.dtype={args.dtype}", "train.bf16=null"]
+    recipe = load_recipe(PretrainRecipe, args.config, overrides)
     try:
         metrics = run_pretraining(recipe, resume=args.resume)
     except TrainingInterrupted as exc:
@@ -182,9 +185,25 @@ def _finetune_config(args: argparse.Namespace) -> Any:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    if args.bf16:
-        overrides.append("bf16=true")
-    return load_config(args.config, overrides, hparams=args.hparams)
+    if args.bf16:  # deprecated spelling of --dtype bf16
+        if args.dtype not in (None, "bf16"):
+            raise InputError(f"--bf16 contradicts --dtype {args.dtype}; give only --dtype")
+        args.dtype = "bf16"
+    if args.dtype is not None:  # the flag wins over a config file's dtype or legacy bf16
+        overrides += [f"dtype={args.dtype}", "bf16=null"]
+    return load_config(args.config, overrides, hparams=args.hparams, preset=args.preset)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print what this machine runs natively and the dtype `auto` picks."""
+    from zhplm.env import env_line, env_report
+
+    report = env_report()
+    if args.json:
+        _print_json(report)
+    else:
+        print(env_line(report))
+    return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -292,8 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     def inference_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--model", required=True, help="model directory (HF layout)")
         sub.add_argument("--json", action="store_true", help="print the Python API's output")
-        sub.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
-                         help="bf16 runs under autocast (AMX where the CPU has it)")
+        sub.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                         help="auto (default): bf16 where the CPU runs it natively (AMX or "
+                              "AVX512-BF16), else fp32; see `zhplm env`")
         sub.add_argument("--no-truncate", action="store_true",
                          help="refuse text longer than the model's positions instead of "
                               "truncating it with a warning")
@@ -343,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--config", help="recipe file, e.g. configs/pretrain/demo.yaml")
     sub.add_argument("--resume", action="store_true",
                      help="continue from the latest checkpoint in output_dir")
+    sub.add_argument("--dtype", choices=["auto", "fp32", "bf16"],
+                     help="precision (default: the recipe's train.dtype, else auto = bf16 "
+                          "where the CPU runs it natively, else fp32)")
     sub.add_argument("overrides", nargs="*", metavar="section.key=value",
                      help="override recipe values, e.g. train.total_steps=100")
 
@@ -357,13 +380,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--config", help="YAML/JSON config of FinetuneConfig fields")
     sub.add_argument("--hparams", help="Chinese-ELECTRA style hparams JSON (task_names, "
                      "num_train_epochs, learning_rate, train_batch_size, ...)")
+    sub.add_argument("--preset", help="start from a seed's fine-tuning "
+                     "defaults: uer = UER-py's run_classifier (lr 2e-5, batch 32, 3 epochs, "
+                     "AdamW without bias correction, no clipping)")
     sub.add_argument("--epochs", type=float)
     sub.add_argument("--batch-size", type=int)
     sub.add_argument("--lr", type=float)
     sub.add_argument("--max-seq-length", type=int)
     sub.add_argument("--seed", type=int)
     sub.add_argument("--max-train-examples", type=int, help="use a subset of train")
-    sub.add_argument("--bf16", action="store_true", help="bf16 autocast (AMX where present)")
+    sub.add_argument("--dtype", choices=["auto", "fp32", "bf16"],
+                     help="precision (default: the config's, else auto = bf16 where the CPU "
+                          "runs it natively, else fp32; see `zhplm env`)")
+    sub.add_argument("--bf16", action="store_true", help="deprecated: same as --dtype bf16")
     sub.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     sub.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
                      help="grid over epochs, batch_size, lr, ... (e.g. lr=3e-5,1e-4)")
@@ -399,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("plot", cmd_plot, "plot loss / accuracy / lr curves of a run to a PNG")
     sub.add_argument("run_dir", help="a run directory with metrics.jsonl")
     sub.add_argument("--out", help="PNG path (default: RUN_DIR/curves.png)")
+
+    sub = verb("env", cmd_env, "show torch, threads, CPU, native bf16 and what dtype auto picks")
+    sub.add_argument("--json", action="store_true")
 
     sub = verb("info", cmd_info, "describe a model directory")
     sub.add_argument("model", help="model directory")

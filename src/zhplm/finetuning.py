@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from zhplm.config import ModelConfig, atomic_write_text
+from zhplm.env import requested_dtype, resolve_dtype
 from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.heads import labels_of, with_labels
 from zhplm.recipe import from_dict, load_file, load_recipe, recipe_from_data, to_dict
@@ -58,7 +59,11 @@ BEST_DIR = "best"
 class FinetuneConfig:
     """One fine-tuning run. `task` is a kind (classification, pair, regression, ner, pos,
     mrc) used with `train`/`dev`/`test` files, or a built-in task (reviews-sentiment,
-    pd-ner, pd-pos) whose data ships with zhplm."""
+    pd-ner, pd-pos) whose data ships with zhplm.
+
+    `dtype` is `auto | fp32 | bf16` for training and prediction (`auto`: bf16 only where the
+    hardware runs it natively, see `zhplm env`); the deprecated `bf16: true/false` is read
+    as dtype bf16/fp32."""
 
     task: str = "classification"
     model: str = ""
@@ -78,8 +83,11 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     layer_decay: float = 1.0
     schedule: str = "linear"
+    bias_correction: bool = True  # False: BERT's / UER-py's AdamW (see `preset="uer"`)
+    max_grad_norm: float = 1.0  # gradient clipping; 0 = none (UER-py)
     grad_accum: int = 1
-    bf16: bool = False
+    dtype: str = "auto"
+    bf16: bool | None = None  # deprecated: use dtype
     seed: int = 42
     early_stopping: int = 0
     max_train_examples: int = 0
@@ -102,6 +110,8 @@ class FinetuneConfig:
             raise ConfigError("epochs, batch_size and eval_batch_size must be positive")
         if self.max_seq_length < 8:
             raise ConfigError(f"max_seq_length={self.max_seq_length} is too short (>= 8)")
+        self.dtype = requested_dtype(self.dtype, self.bf16)
+        self.bf16 = None
 
     @property
     def kind(self) -> str:
@@ -189,9 +199,10 @@ def build_task(config: FinetuneConfig, labels: list[str]) -> Task:
 
 # ---- the run ---------------------------------------------------------------------------------
 @contextlib.contextmanager
-def inference(bf16: bool) -> Iterator[None]:
-    """No autograd; bf16 autocast when asked."""
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+def inference(dtype: str) -> Iterator[None]:
+    """No autograd; bf16 autocast when `dtype` (already resolved: "fp32" or "bf16") is bf16."""
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                enabled=dtype == "bf16"):
         yield
 
 
@@ -221,6 +232,7 @@ class FinetuneRun:
         if not config.model:
             raise ConfigError("model is required: a model directory (HF layout)")
         self.config = config
+        self.dtype = resolve_dtype(config.dtype)  # "fp32" or "bf16", for this machine
         self.out = Path(config.output_dir)
         model_dir = Path(config.model)
         if not model_dir.is_dir():
@@ -249,14 +261,16 @@ class FinetuneRun:
         self.checkpoint = checkpoint
         limit = min(config.max_seq_length, self.model.config.max_position_embeddings)
         self.features: dict[str, Features] = {
-            split: self.task.encode(examples, self.tokenizer, limit)
+            # dev/test: `encode_eval` when the task has one (MRC keeps every example there)
+            split: (self.task.encode if split == "train" else getattr(
+                self.task, "encode_eval", self.task.encode))(examples, self.tokenizer, limit)
             for split, examples in self.examples.items() if examples
         }
 
     def predict(self, split: str) -> Any:
         """Predictions of the current model for `split`."""
         self.model.eval()
-        with inference(self.config.bf16):
+        with inference(self.dtype):
             return self.task.predict(self.model, self.examples[split], self.features[split],
                                      self.config.eval_batch_size, self.tokenizer.pad_token_id)
 
@@ -282,7 +296,8 @@ def run_finetune(config: FinetuneConfig, resume: bool = False) -> dict[str, Any]
     (out / "finetune_config.json").write_text(json.dumps(to_dict(config), indent=2,
                                                          ensure_ascii=False) + "\n")
     results: dict[str, Any] = {"task": config.task, "kind": config.kind, "model": config.model,
-                               "seed": config.seed, "main_metric": run.task.main_metric}
+                               "seed": config.seed, "main_metric": run.task.main_metric,
+                               "dtype": run.dtype}
     has_dev = "dev" in run.features and config.do_eval
     if has_dev and not all(_has_gold(e) for e in run.examples["dev"]):
         logger.warning("%s: the dev set has examples without labels; it is not evaluated "
@@ -319,8 +334,10 @@ def _train(run: FinetuneRun, has_dev: bool) -> dict[str, Any]:
     train_config = TrainConfig(
         total_steps=total_steps, batch_size=config.batch_size, grad_accum=config.grad_accum,
         optim=OptimConfig(lr=config.lr, weight_decay=config.weight_decay, warmup=config.warmup,
-                          schedule=config.schedule, layer_decay=config.layer_decay),
-        bf16=config.bf16, seed=config.seed,
+                          schedule=config.schedule, layer_decay=config.layer_decay,
+                          bias_correction=config.bias_correction,
+                          max_grad_norm=config.max_grad_norm),
+        dtype=run.dtype, seed=config.seed,
         save_checkpoint_steps=steps_per_epoch if config.save_checkpoints else 0,
         report_steps=max(1, min(50, steps_per_epoch // 5)),
         eval_steps=steps_per_epoch if has_dev else 0, keep_last=1, progress=config.progress,
@@ -431,22 +448,45 @@ def hparams_to_dict(hparams: dict[str, Any], source: str = "hparams") -> dict[st
     return out
 
 
+# Presets: the defaults of a seed's fine-tuning scripts, under a config file and overrides.
+# "uer": UER-py's finetune/run_*.py (--learning_rate 2e-5, --batch_size 32, --epochs_num 3,
+# --seq_length 128, --warmup 0.1, --seed 7, --scheduler linear; its build_optimizer uses
+# AdamW(correct_bias=False) with weight decay 0.01 except bias/LayerNorm, and it clips no
+# gradients). The miniatures' grid then varies epochs 3/5/8, batch 32/64, lr 3e-5/1e-4/3e-4.
+FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
+    "uer": {"lr": 2e-5, "batch_size": 32, "epochs": 3.0, "max_seq_length": 128, "warmup": 0.1,
+            "seed": 7, "schedule": "linear", "weight_decay": 0.01, "bias_correction": False,
+            "max_grad_norm": 0.0},
+}
+
+
+def preset_values(name: str | None) -> dict[str, Any]:
+    """The FinetuneConfig values of preset `name` (none for None)."""
+    if name is None:
+        return {}
+    if name not in FINETUNE_PRESETS:
+        raise ConfigError(f"preset={name!r}; choose one of {', '.join(FINETUNE_PRESETS)}")
+    return dict(FINETUNE_PRESETS[name])
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                hparams: str | Path | None = None) -> FinetuneConfig:
-    """A config from a YAML/JSON file and/or a Chinese-ELECTRA hparams JSON, then `key=value`
-    overrides."""
-    if hparams is None:
-        return load_recipe(FinetuneConfig, path, overrides)
-    hparams = Path(hparams)
-    try:
-        data = json.loads(hparams.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{hparams}: cannot read the hparams JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{hparams}: expected a JSON object")
-    base = load_file(path) if path else {}
-    return recipe_from_data(FinetuneConfig, {**base, **hparams_to_dict(data, str(hparams))},
-                            overrides, str(hparams))
+                hparams: str | Path | None = None, preset: str | None = None
+                ) -> FinetuneConfig:
+    """A config from a preset's defaults, then a YAML/JSON file and/or a Chinese-ELECTRA
+    hparams JSON, then `key=value` overrides (each later source wins)."""
+    data = {**preset_values(preset), **(load_file(path) if path else {})}
+    where = str(path) if path else (f"preset {preset}" if preset else "config")
+    if hparams is not None:
+        hparams = Path(hparams)
+        try:
+            values = json.loads(hparams.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{hparams}: cannot read the hparams JSON ({exc})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{hparams}: expected a JSON object")
+        data.update(hparams_to_dict(values, str(hparams)))
+        where = str(hparams)
+    return recipe_from_data(FinetuneConfig, data, overrides, where)
 
 
 class FinetuneTrainer:
@@ -473,11 +513,13 @@ def build_trainer(
     *,
     cfg_modify_fn: Callable[[FinetuneConfig], FinetuneConfig | None] | None = None,
     work_dir: str | Path | None = None,
+    preset: str | None = None,
     **fields: Any,
 ) -> FinetuneTrainer:
     """A `FinetuneTrainer` from a config (object, dict, or YAML/JSON file) plus keyword
-    fields (`model=`, `train=`, `task=`, ...). `cfg_modify_fn` receives the loaded config and
-    returns it changed (or changes it in place); `work_dir` is where everything is written.
+    fields (`model=`, `train=`, `task=`, ...). `preset` (e.g. "uer") fills the fields that a
+    dict or file leaves unset. `cfg_modify_fn` receives the loaded config and returns it
+    changed (or changes it in place); `work_dir` is where everything is written.
     """
     if isinstance(config, FinetuneConfig):
         data = to_dict(config)
@@ -487,7 +529,7 @@ def build_trainer(
         data = to_dict(load_recipe(FinetuneConfig, config))
     else:
         data = {}
-    data.update(fields)
+    data = {**preset_values(preset), **data, **fields}
     if work_dir is not None:
         data["output_dir"] = str(work_dir)
     cfg = from_dict(FinetuneConfig, data, "build_trainer")

@@ -3,8 +3,8 @@
 `pipeline("fill-mask", model=DIR)` and `pipeline("feature-extraction", model=DIR)` load a
 model directory (HF layout) and its tokenizer, encode a batch in one call of the Rust
 tokenizer, sort it by length so padding stays small, run under `torch.inference_mode`
-(optionally in bf16, which uses AMX on CPUs that have it: weights cast to bf16 plus
-autocast), and return plain Python/numpy results.
+(in bf16 where the CPU runs it natively -- `dtype="auto"`, see `zhplm.env` -- with weights
+cast to bf16 plus autocast), and return plain Python/numpy results.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from zhplm.env import TORCH_DTYPES, resolve_dtype
 from zhplm.errors import InputError
 from zhplm.modeling.bert import BertForMaskedLM, BertModel
 from zhplm.modeling.heads import (
@@ -34,8 +35,6 @@ from zhplm.tokenization import Tokenizer
 
 logger = logging.getLogger("zhplm")
 
-DTYPES = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
 
 class Pipeline:
     """Shared machinery: tokenizer checks, truncation policy, batching, inference context."""
@@ -49,17 +48,16 @@ class Pipeline:
         tokenizer: Tokenizer | None = None,
         *,
         batch_size: int = 32,
-        dtype: str = "fp32",
+        dtype: str = "auto",
         truncate: bool = True,
     ) -> None:
-        if dtype not in DTYPES:
-            raise InputError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}")
+        self.dtype = resolve_dtype(dtype)  # "fp32" or "bf16"; auto = bf16 where native
         if isinstance(model, (str, os.PathLike)):
             model_dir = Path(model)
             # A model we load ourselves is cast to bf16 outright (faster than autocast,
             # which keeps LayerNorm in fp32); an in-memory model is left as given.
-            self.model = self.model_class.from_pretrained(model_dir, dtype=DTYPES[dtype],
-                                                          **self.model_kwargs)
+            self.model = self.model_class.from_pretrained(
+                model_dir, dtype=TORCH_DTYPES[self.dtype], **self.model_kwargs)
             self.tokenizer = tokenizer or Tokenizer.from_pretrained(model_dir)
         else:
             if tokenizer is None:
@@ -67,7 +65,6 @@ class Pipeline:
             self.model, self.tokenizer = model.eval(), tokenizer
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        self.autocast_dtype = DTYPES[dtype]
         self.batch_size = batch_size
         self.truncate = truncate
         self.max_length = min(self.tokenizer.model_max_length,
@@ -76,7 +73,7 @@ class Pipeline:
     @contextmanager
     def _inference(self) -> Iterator[None]:
         with torch.inference_mode(), torch.autocast(
-            "cpu", dtype=torch.bfloat16, enabled=self.autocast_dtype is not None
+            "cpu", dtype=torch.bfloat16, enabled=self.dtype == "bf16"
         ):
             yield
 
@@ -514,7 +511,8 @@ TASKS: dict[str, type[Pipeline]] = {
 def pipeline(task: str, model: str | os.PathLike[str] | PreTrainedModel, **options: Any) -> Any:
     """Build a pipeline for `task` over a local model directory (or an in-memory model).
 
-    Options: `tokenizer`, `batch_size` (32), `dtype` ("fp32" or "bf16"), `truncate`
+    Options: `tokenizer`, `batch_size` (32), `dtype` ("auto": bf16 where the CPU runs it
+    natively, else fp32; or "fp32", "bf16"), `truncate`
     (True: over-long inputs are cut with a warning; False: they raise), and per task
     `top_k` for fill-mask.
     """

@@ -1,6 +1,7 @@
 """`zhplm evaluate`: score prediction files made anywhere against gold files.
 
-- `mrc`: gold SQuAD/CMRC JSON, predictions `{qid: answer}` JSON -> CMRC 2018 EM/F1;
+- `mrc`: gold SQuAD/CMRC JSON, predictions `{qid: answer}` JSON -> CMRC 2018 EM/F1 (answer
+  texts only: `answer_start`, often -1 or wrong in official files, is ignored);
 - `ner`: gold and predictions both "char TAG" (or UER TSV) files -> entity P/R/F1;
 - `classification`: gold TSV/JSON lines with labels, predictions TSV with a header holding
   `label` (and `id`, matched to the gold ids; else matched by order) or one label per line.
@@ -28,8 +29,13 @@ def _read_text(path: Path) -> str:
 
 
 def evaluate_mrc(gold: Path, predictions: Path) -> dict[str, Any]:
-    """CMRC 2018 EM/F1 of a `{qid: answer}` file."""
+    """CMRC 2018 EM/F1 of a `{qid: answer}` file, by the official algorithm over every gold
+    answer text; `answer_start` is never used (official files hold -1 and wrong offsets)."""
     examples = read_squad(gold)
+    unanswered = next((e for e in examples if not e.answers), None)
+    if unanswered is not None:
+        raise DataError(f"{unanswered.source}: this gold question has no answers (a test "
+                        "file?); evaluation needs gold answer texts for every question")
     try:
         predicted = json.loads(_read_text(predictions))
     except json.JSONDecodeError as exc:

@@ -35,7 +35,9 @@ class TaggingExample:
 @dataclass(frozen=True)
 class QAExample:
     """One SQuAD-format question over a context. `answers[i]` starts at character
-    `answer_starts[i]` of `context` (as the file claims; feature building checks it)."""
+    `answer_starts[i]` of `context` as the file claims: -1 means unknown, and an offset may
+    miss its text (official CMRC 2018 / DRCD files have both); training features relocate
+    such answers, evaluation only uses the texts."""
 
     qid: str
     question: str

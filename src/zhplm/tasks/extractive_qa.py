@@ -16,6 +16,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zhplm.errors import DataError
 from zhplm.modeling.heads import BertForQuestionAnswering
 from zhplm.tasks.batching import Batch, Features, eval_batches
 from zhplm.tasks.examples import QAExample
@@ -39,12 +40,20 @@ class QATask:
         self.n_best = n_best
         self.max_answer_length = max_answer_length
 
-    def encode(self, examples: Sequence[QAExample], tokenizer: Tokenizer, max_seq_length: int
-               ) -> Features:
-        """Windows of every example (`training` targets from the first gold answer)."""
+    def encode(self, examples: Sequence[QAExample], tokenizer: Tokenizer, max_seq_length: int,
+               *, training: bool = True) -> Features:
+        """Windows of the examples. Training: targets from the first gold answer found in the
+        context (relocated when its answer_start is -1 or wrong); an example with no answer
+        in its context gives no windows (counted in `task_data.stats`, one warning).
+        `training=False` (dev/test): every example's windows, answers ignored."""
         qa = build_qa_features(examples, tokenizer, max_seq_length=max_seq_length,
                                doc_stride=self.doc_stride,
-                               max_query_length=self.max_query_length, training=True)
+                               max_query_length=self.max_query_length, training=training)
+        if training and examples and not len(qa):
+            first = examples[0].source or f"qid {examples[0].qid!r}"
+            raise DataError(f"{first}: none of the {len(examples)} training questions has an "
+                            "answer text that occurs in its context; nothing to train on -- "
+                            "check that the file's answers are cut from their contexts")
         lengths = qa.attention_mask.sum(1)
         features = Features(
             input_ids=[row[:n].astype(np.int32) for row, n in zip(qa.input_ids, lengths,
@@ -56,6 +65,12 @@ class QATask:
             task_data=qa,
         )
         return features
+
+    def encode_eval(self, examples: Sequence[QAExample], tokenizer: Tokenizer,
+                    max_seq_length: int) -> Features:
+        """Windows of every example for prediction (dev/test): no example is dropped, gold
+        answers and their offsets are not used (scoring compares texts)."""
+        return self.encode(examples, tokenizer, max_seq_length, training=False)
 
     def count(self, batch: Batch) -> float:
         """Windows in the batch."""
@@ -90,7 +105,8 @@ class QATask:
 
     def score(self, examples: Sequence[QAExample], predictions: dict[str, dict[str, Any]]
               ) -> dict[str, float]:
-        """CMRC 2018 EM and F1 (x100) against every gold answer."""
+        """CMRC 2018 EM and F1 (x100) against every gold answer text (the official
+        algorithm; answer_start is never used, so answers not in the context still count)."""
         scores = cmrc_scores(predictions_to_json(predictions),
                              {e.qid: list(e.answers) for e in examples})
         return {"em": float(scores["em"]), "f1": float(scores["f1"]),

@@ -6,7 +6,9 @@
 once (with character offsets into the original text) and cut into windows of at most
 ``max_seq_length - len(question) - 3`` tokens whose starts are ``doc_stride`` tokens apart,
 until the end of the context is covered. Training targets are the token positions of the
-first gold answer in each window that contains it whole, else ``0``/``0`` (the [CLS] index).
+first gold answer found in the context in each window that contains it whole, else ``0``/``0``
+(the [CLS] index); an answer whose ``answer_start`` is -1 or misses its text is relocated, and
+an example none of whose answers occurs in its context gives no training windows at all.
 
 :func:`postprocess_qa` turns the model's start/end logits back into answer strings cut from the
 original context (so casing, accents and spacing are preserved) and
@@ -39,6 +41,7 @@ _STAT_KEYS = (
     "features",
     "answers",
     "answers_relocated",
+    "answers_first_not_found",
     "answers_not_found",
     "answers_unrecoverable",
     "answers_outside_windows",
@@ -55,8 +58,9 @@ class QAFeatures:
     ``max_seq_length``; a collate function may re-pad a batch to its own longest row.
     ``start_positions``/``end_positions`` (int64 ``[N]``) are the token indices of the answer in
     the window, ``0`` (the [CLS] index) when the answer is not wholly inside the window, when
-    the example has no (locatable) answer, or when features were built with ``training=False``.
-    ``example_index`` (int64 ``[N]``) points into the example list the features came from.
+    the example has no answer, or when features were built with ``training=False``.
+    ``example_index`` (int64 ``[N]``) points into the example list the features came from
+    (with ``training=True``, examples whose answers are not in their context have no rows).
     ``offsets[i]`` has ``L`` entries: ``(char_start, char_end)`` into that example's ``context``
     for a context token, ``None`` for question, special and padding tokens.
     ``stats`` counts examples, features and answer problems (see :func:`build_qa_features`).
@@ -82,35 +86,47 @@ def _where(example: QAExample) -> str:
 def _locate(
     example: QAExample, stats: dict[str, int], named: dict[str, list[str]]
 ) -> Offset | None:
-    """Character span ``[start, end)`` of the first gold answer in the context, or None.
+    """Character span ``[start, end)`` of the gold answer to train on, or None (drop the
+    example) when none of its non-blank answers occurs in the context.
 
-    An answer not at its ``answer_start`` is moved to the occurrence nearest to it; leading and
-    trailing whitespace of the answer is left out of the span (no token can hold it).
+    The answers are tried in order and the first one whose text occurs in the context is used
+    (official dev files list up to three; a first answer that is not in the context is skipped
+    and counted). One found at its ``answer_start`` stays there; otherwise (``-1``, an offset
+    past the end or at other text) it is moved to the occurrence nearest to ``answer_start``,
+    or to the first occurrence when ``answer_start`` is negative. Leading and trailing
+    whitespace of the answer is left out of the span (no token can hold it).
     """
-    text = example.answers[0]
-    if not text.strip():
-        return None
     stats["answers"] += 1
     context = example.context
-    start = example.answer_starts[0] if example.answer_starts else -1
-    if not (0 <= start and context.startswith(text, start)):
-        hits, pos = [], context.find(text)
-        while pos >= 0:
-            hits.append(pos)
-            pos = context.find(text, pos + 1)
-        label = _where(example)
-        if not hits:
-            stats["answers_not_found"] += 1
-            named["answers_not_found"].append(label)
-            return None
-        stats["answers_relocated"] += 1
-        named["answers_relocated"].append(label)
-        start = min(hits, key=lambda p: (abs(p - start), p))
-    end = start + len(text)
-    stripped = text.lstrip()
-    start += len(text) - len(stripped)
-    end -= len(stripped) - len(stripped.rstrip())
-    return start, end
+    label = _where(example)
+    skipped = False
+    for k, text in enumerate(example.answers):
+        if not text.strip():
+            continue
+        start = example.answer_starts[k] if k < len(example.answer_starts) else -1
+        if not (start >= 0 and context.startswith(text, start)):
+            hits, pos = [], context.find(text)
+            while pos >= 0:
+                hits.append(pos)
+                pos = context.find(text, pos + 1)
+            if not hits:
+                skipped = True
+                continue
+            stats["answers_relocated"] += 1
+            named["answers_relocated"].append(label)
+            claimed = start
+            start = hits[0] if claimed < 0 else min(hits, key=lambda p: (abs(p - claimed), p))
+        if skipped:
+            stats["answers_first_not_found"] += 1
+            named["answers_first_not_found"].append(label)
+        end = start + len(text)
+        stripped = text.lstrip()
+        start += len(text) - len(stripped)
+        end -= len(stripped) - len(stripped.rstrip())
+        return start, end
+    stats["answers_not_found"] += 1
+    named["answers_not_found"].append(label)
+    return None
 
 
 def build_qa_features(
@@ -130,18 +146,25 @@ def build_qa_features(
     a window is shortened to the window so no token is skipped), until the window reaching the
     last context token. An example with an empty context gets one window without context tokens.
 
-    With ``training=True`` the first gold answer of each example is located (``stats``):
+    With ``training=True`` one gold answer per example is located -- the first whose text
+    occurs in the context -- and counted in ``stats`` (one count per example/question):
 
-    * ``answers``: examples with a non-blank first answer;
-    * ``answers_relocated``: its text is not at ``answer_start`` but elsewhere in the context
-      (the occurrence nearest to ``answer_start`` is used);
-    * ``answers_not_found``: its text is not in the context (the example trains as no-answer);
+    * ``answers``: examples with a non-blank answer (an example without answers trains as
+      no-answer: every window targets [CLS]);
+    * ``answers_relocated``: the answer is not at its ``answer_start`` (``-1``, past the end,
+      or at other text) but elsewhere in the context; the occurrence nearest to
+      ``answer_start`` is used, the first one when ``answer_start`` is negative;
+    * ``answers_first_not_found``: the first answer is not in the context, a later one is used;
+    * ``answers_not_found``: none of the answers is in the context; the example is DROPPED
+      (it gives no windows, so ``examples`` > the examples in ``example_index``);
     * ``answers_unrecoverable``: the text is found but does not start and end on token
       boundaries, so the covering token span's text differs (that span is still the target);
     * ``answers_outside_windows``: no window holds the whole answer (e.g. longer than a window).
 
-    Nonzero problem counts are logged as one warning on the ``zhplm`` logger. With
-    ``training=False`` answers are ignored and all positions are 0.
+    Nonzero problem counts are logged as ONE warning on the ``zhplm`` logger (naming the file
+    and a few qids), never one line per answer. With ``training=False`` answers and their
+    offsets are ignored, every example gets its windows and all positions are 0 (evaluation
+    scores predicted texts against all gold texts, so it never needs ``answer_start``).
 
     Raises:
         InputError: ``doc_stride`` or ``max_query_length`` is not positive, or
@@ -161,11 +184,7 @@ def build_qa_features(
     stats["examples"] = len(examples)
     named: dict[str, list[str]] = {k: [] for k in _STAT_KEYS}
     if not examples:
-        empty = np.zeros((0, 0), dtype=np.int64)
-        none = np.zeros(0, dtype=np.int64)
-        return QAFeatures(
-            empty, empty.copy(), empty.copy(), none, none.copy(), none.copy(), [], stats
-        )
+        return _no_features(stats)
 
     questions = tokenizer([e.question for e in examples], add_special_tokens=False)["input_ids"]
     contexts = tokenizer(
@@ -187,21 +206,22 @@ def build_qa_features(
             )
         n = len(ctx_ids[i])
         span = None  # answer token span (first, last), inclusive, in context tokens
-        if training and example.answers:
+        if training and any(text.strip() for text in example.answers):
             chars = _locate(example, stats, named)
-            if chars is not None:
-                offs = ctx_offsets[i]
-                first = bisect_right([o[1] for o in offs], chars[0])
-                last = bisect_left([o[0] for o in offs], chars[1]) - 1
-                if first > last:  # no token overlaps the answer (e.g. only control chars)
+            if chars is None:  # no answer in the context: no training windows
+                continue
+            offs = ctx_offsets[i]
+            first = bisect_right([o[1] for o in offs], chars[0])
+            last = bisect_left([o[0] for o in offs], chars[1]) - 1
+            if first > last:  # no token overlaps the answer (e.g. only control chars)
+                stats["answers_unrecoverable"] += 1
+                named["answers_unrecoverable"].append(_where(example))
+            else:
+                span = (first, last)
+                cut = example.context[offs[first][0] : offs[last][1]]
+                if cut != example.context[chars[0] : chars[1]]:
                     stats["answers_unrecoverable"] += 1
                     named["answers_unrecoverable"].append(_where(example))
-                else:
-                    span = (first, last)
-                    cut = example.context[offs[first][0] : offs[last][1]]
-                    if cut != example.context[chars[0] : chars[1]]:
-                        stats["answers_unrecoverable"] += 1
-                        named["answers_unrecoverable"].append(_where(example))
         inside = False
         a = 0
         while True:
@@ -219,6 +239,9 @@ def build_qa_features(
             named["answers_outside_windows"].append(_where(example))
 
     n_feat = len(windows)
+    if not n_feat:  # every example was dropped
+        _warn(stats, named, examples)
+        return _no_features(stats)
     length = max(len(q) + 3 + b - a for _, q, a, b, _, _ in windows)
     input_ids = np.full((n_feat, length), tokenizer.pad_token_id, dtype=np.int64)
     token_type_ids = np.zeros((n_feat, length), dtype=np.int64)
@@ -234,7 +257,7 @@ def build_qa_features(
             [None] * (len(q) + 2) + list(ctx_offsets[i][a:b]) + [None] * (length - len(ids) + 1)
         )
     stats["features"] = n_feat
-    _warn(stats, named)
+    _warn(stats, named, examples)
     return QAFeatures(
         input_ids=input_ids,
         token_type_ids=token_type_ids,
@@ -247,20 +270,51 @@ def build_qa_features(
     )
 
 
-def _warn(stats: dict[str, int], named: dict[str, list[str]]) -> None:
+def _no_features(stats: dict[str, int]) -> QAFeatures:
+    empty = np.zeros((0, 0), dtype=np.int64)
+    none = np.zeros(0, dtype=np.int64)
+    return QAFeatures(empty, empty.copy(), empty.copy(), none, none.copy(), none.copy(), [], stats)
+
+
+def _file_of(examples: Sequence[QAExample]) -> str:
+    """The file all examples come from (their sources are ``"path:qid"``), else ``""``."""
+    files = {
+        e.source[: -len(e.qid) - 1] if e.source.endswith(f":{e.qid}") else e.source
+        for e in examples
+    }
+    return files.pop() if len(files) == 1 else ""
+
+
+def _warn(
+    stats: dict[str, int], named: dict[str, list[str]], examples: Sequence[QAExample]
+) -> None:
     problems = [
-        ("answers_relocated", "not at their answer_start (moved to the nearest occurrence)"),
-        ("answers_not_found", "not in their context (trained as no-answer)"),
+        (
+            "answers_relocated",
+            "not at their answer_start (-1 or a wrong offset; moved to the nearest occurrence, "
+            "or the first for -1)",
+        ),
+        ("answers_first_not_found", "with a first answer not in the context (a later used)"),
+        ("answers_not_found", "with no answer in their context (dropped from training)"),
         ("answers_unrecoverable", "not on token boundaries (trained on the covering tokens)"),
         ("answers_outside_windows", "not inside any window (trained as no-answer)"),
     ]
+    where = _file_of(examples)
+    prefix = f"{where}:" if where else ""
     parts = []
     for key, what in problems:
         if stats[key]:
-            shown = ", ".join(named[key][:_MAX_NAMED])
+            shown = ", ".join(
+                label.removeprefix(prefix) if prefix else label for label in named[key][:_MAX_NAMED]
+            )
             parts.append(f"{stats[key]} {what}, e.g. {shown}")
     if parts:
-        logger.warning("QA features: of %d answers, %s", stats["answers"], "; ".join(parts))
+        logger.warning(
+            "%sQA training features: of %d answered questions, %s",
+            f"{where}: " if where else "",
+            stats["answers"],
+            "; ".join(parts),
+        )
 
 
 def _as_array(logits: Any, name: str, n_features: int) -> np.ndarray:

@@ -720,11 +720,14 @@ def _squad_answers(
                 f"{', '.join(map(repr, answer))}); give the answer's char offset",
             )
         start = answer["answer_start"]
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        # Any JSON integer is accepted: official CMRC 2018 / DRCD files hold -1 and offsets
+        # that miss their text (feature building relocates those; evaluation uses texts only).
+        # Floats (even 2.0), strings and booleans are not offsets.
+        if isinstance(start, bool) or not isinstance(start, int):
             raise squad.fail(
                 where,
-                f"answer_start must be a non-negative integer (the answer's character offset "
-                f"in the context), found {_show(start)}",
+                f"answer_start must be an integer (the answer's character offset in the "
+                f"context, or -1 if unknown), found {_show(start)}",
             )
         texts.append(text)
         starts.append(start)
@@ -738,14 +741,19 @@ def read_squad(path: PathLike) -> list[QAExample]:
     "question": ..., "answers": [{"text": ..., "answer_start": int}]}]}]}]}``.  ``answers``
     may be missing or empty (test files); CLUE's CMRC 2018 test placeholders
     (``FAKE_ANSWER_n`` at ``-1``) also count as no answers.  Ids may be strings or integers.
-    Whether an answer really occurs at its ``answer_start`` is NOT checked here (feature
-    building does that).  ``source`` is ``"path:QID"``.
+    ``answer_start`` may be any integer: ``-1`` (unknown, as in ~200 answers of the official
+    CMRC 2018 dev set) or an offset that misses the text or lies past the context are kept
+    as given -- whether an answer really occurs there is NOT checked here; training features
+    relocate it (:func:`zhplm.tasks.mrc.build_qa_features`) and evaluation only uses the
+    texts.  A float (even ``2.0``), string or boolean ``answer_start`` is an error.
+    ``source`` is ``"path:QID"``.
 
     Raises:
         DataError: not JSON (with the line and column), a missing or mistyped key (the message
             gives the line and the place in the document, e.g.
             ``data[3].paragraphs[0].qas[2]: missing 'id'``), an empty context or question, a
-            duplicate id, a negative or non-integer ``answer_start``.
+            duplicate id, an empty or non-string answer ``text``, a missing or non-integer
+            ``answer_start``.
     """
     name = _name(path)
     text = _read_text(path)

@@ -1,4 +1,12 @@
-"""AdamW with the BERT options, and learning-rate schedules (warmup + linear/cosine/constant)."""
+"""AdamW with the BERT options, and learning-rate schedules (warmup + linear/cosine/constant).
+
+Two conventions are in use for "AdamW, lr 1e-4":
+* torch's / Hugging Face's current one: bias-corrected moments, gradients clipped at 1.0
+  (`OptimConfig()`'s defaults);
+* BERT's and UER-py's (`UER_OPTIM`, `OptimConfig.uer()`): no bias correction, eps 1e-6,
+  weight decay 0.01 except biases and LayerNorm, no gradient clipping. Without bias
+  correction the first steps are about 10x smaller, so the two are not the same run.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +34,15 @@ class OptimConfig:
     bias_correction: bool = True
     warmup: float = 0.1
     schedule: str = "linear"
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # gradient clipping by global norm; 0 switches it off
     layer_decay: float = 1.0  # layer-wise lr decay (ELECTRA): 1.0 = off
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"max_grad_norm must be >= 0 (0 = no clipping), got "
+                              f"{self.max_grad_norm}")
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.schedule not in SCHEDULES:
@@ -41,6 +52,18 @@ class OptimConfig:
                 f"warmup={self.warmup}: give a proportion of total steps in [0, 1) or a "
                 f"whole number of steps"
             )
+
+    @classmethod
+    def uer(cls, **changes: object) -> OptimConfig:
+        """UER-py's (and BERT's) AdamW conventions (`UER_OPTIM`), with `changes` on top."""
+        return cls(**{**UER_OPTIM, **changes})  # type: ignore[arg-type]
+
+
+# UER-py's `init_optimizer` / `build_optimizer`: AdamW(correct_bias=False) from its own
+# optimizers module (eps default 1e-6), weight decay 0.01 on all but bias/gamma/beta
+# (LayerNorm), and no clip_grad_norm_ anywhere in its training loops.
+UER_OPTIM: dict[str, object] = {"bias_correction": False, "eps": 1e-6, "weight_decay": 0.01,
+                                "max_grad_norm": 0.0}
 
 
 def no_decay(name: str) -> bool:
@@ -79,10 +102,13 @@ def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float =
 
 
 class BertAdamW(torch.optim.Optimizer):
-    """AdamW without bias correction, as the original BERT optimiser (`bias_correction=False`).
+    """AdamW without bias correction (`bias_correction=False`), as BERT and UER-py train.
 
     With bias correction use `torch.optim.AdamW`; this class exists for the one option it
-    lacks. Decoupled weight decay, `foreach` updates.
+    lacks. Per step: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    p -= lr m / (sqrt(v) + eps); then decoupled weight decay p -= lr wd p on the updated
+    weights, in UER-py's order (its `AdamW(correct_bias=False)`; BERT's TF optimiser decays
+    the old weights, a difference of order lr^2 wd). `foreach` updates.
     """
 
     def __init__(self, params: Iterable, lr: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -105,14 +131,15 @@ class BertAdamW(torch.optim.Optimizer):
             exp_avg = [self.state[p]["exp_avg"] for p in params]
             exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
             beta1, beta2 = group["betas"]
-            if group["weight_decay"]:
-                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-            torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg, beta1)
+            torch._foreach_add_(exp_avg, grads, alpha=1 - beta1)
             torch._foreach_mul_(exp_avg_sq, beta2)
             torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
             denom = torch._foreach_sqrt(exp_avg_sq)
             torch._foreach_add_(denom, group["eps"])
             torch._foreach_addcdiv_(params, exp_avg, denom, -group["lr"])
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
         return loss
 
 

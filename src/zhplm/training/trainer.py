@@ -3,7 +3,8 @@
 The trainer knows nothing of objectives or tasks. It drives a `TrainModule` (an `nn.Module`
 whose forward turns one micro-batch into a loss and summed statistics) over a `BatchSource`
 (which hands out this rank's micro-batches for each optimiser step and can save/restore its
-position), with AdamW, a schedule, clipping, accumulation, bf16 autocast, DDP, atomic
+position), with AdamW, a schedule, clipping, accumulation, bf16 autocast (`dtype`, resolved
+by `zhplm.env`: `auto` is bf16 only where the hardware has it), DDP, atomic
 checkpoints, exact resume, JSON-lines metrics and a progress bar.
 
 Losses are sums divided by *global* normalisers (e.g. the number of predicted tokens over
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from zhplm.env import requested_dtype, resolve_dtype
 from zhplm.errors import ConfigError, ZhplmError
 from zhplm.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from zhplm.training.distributed import DistEnv, all_reduce_sum, barrier
@@ -48,13 +50,19 @@ class TrainingInterrupted(ZhplmError):
 
 @dataclass
 class TrainConfig:
-    """The loop's settings. `batch_size` is the global batch of one optimiser step."""
+    """The loop's settings. `batch_size` is the global batch of one optimiser step.
+
+    `dtype` is `auto | fp32 | bf16` (bf16 = autocast; `auto` = bf16 only where it is native).
+    `bf16` is the deprecated spelling (true -> dtype bf16, false -> fp32), kept so old
+    recipes and `train.bf16=true` overrides still load; it is folded into `dtype`.
+    """
 
     total_steps: int = 1000
     batch_size: int = 32
     grad_accum: int = 1
     optim: OptimConfig = field(default_factory=OptimConfig)
-    bf16: bool = False
+    dtype: str = "auto"
+    bf16: bool | None = None  # deprecated: use dtype
     seed: int = 42
     save_checkpoint_steps: int = 1000  # 0: no checkpoints (except on SIGINT/SIGTERM)
     report_steps: int = 10
@@ -66,6 +74,8 @@ class TrainConfig:
         for name in ("total_steps", "batch_size", "grad_accum", "report_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        self.dtype = requested_dtype(self.dtype, self.bf16, where="train.dtype")
+        self.bf16 = None
 
     def micro_batch_size(self, world_size: int) -> int:
         """Per-rank, per-micro-step batch; the global batch must divide evenly."""
@@ -145,6 +155,10 @@ class Trainer:
         # Called on rank 0 after each evaluation with (step, metrics); True stops training
         # (early stopping). Fine-tuning keeps its best-on-dev model here.
         self.on_evaluate = on_evaluate
+        first = next(module.parameters(), None)
+        self.device_type = "cpu" if first is None else first.device.type
+        self.dtype = resolve_dtype(config.dtype, device=self.device_type, where="train.dtype")
+        logger.info("train.dtype %s -> %s on %s", config.dtype, self.dtype, self.device_type)
         self.optimizer = build_optimizer(module, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, config.total_steps)
         self.step = 0
@@ -228,7 +242,7 @@ class Trainer:
             last = i == len(batches) - 1
             sync = contextlib.nullcontext() if last or not self.env.distributed \
                 else self.wrapped.no_sync()
-            with sync, torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+            with sync, self._autocast():
                 loss, stats = self.wrapped(batch, normalizers)
                 # DDP averages gradients over ranks; losses are already global means.
                 (loss * self.env.world_size).backward()
@@ -284,12 +298,15 @@ class Trainer:
         results: dict[str, float] = {}
         if self.env.is_main and self.evaluate is not None:
             self.module.eval()
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
-                                                        enabled=self.config.bf16):
+            with torch.inference_mode(), self._autocast():
                 results = {f"eval_{k}": v for k, v in self.evaluate().items()}
             self.module.train()
         barrier(self.env)
         return results
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=torch.bfloat16,
+                              enabled=self.dtype == "bf16")
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.env.is_main:
