@@ -175,12 +175,13 @@ def test_trainer_resolves_auto_for_the_machine(tmp_path, machine):
     assert Trainer(Tiny(), None, TrainConfig(), tmp_path).dtype == "bf16"
 
 
-def test_finetune_config_reads_legacy_bf16_and_refuses_a_contradiction():
+def test_finetune_config_reads_legacy_bf16_and_explicit_dtype_wins():
     assert FinetuneConfig(model="m", bf16=True).dtype == "bf16"
     assert FinetuneConfig(model="m", bf16=False).dtype == "fp32"
     assert FinetuneConfig(model="m", dtype="bfloat16").dtype == "bf16"
-    with pytest.raises(ConfigError, match="contradicts the deprecated bf16=True"):
-        FinetuneConfig(model="m", dtype="fp32", bf16=True)
+    # An explicit dtype (an override on an old file) wins over the deprecated key.
+    assert FinetuneConfig(model="m", dtype="fp32", bf16=True).dtype == "fp32"
+    assert TrainConfig(dtype="bf16", bf16=False).dtype == "bf16"
     with pytest.raises(ConfigError, match="dtype='fp8'"):
         FinetuneConfig(model="m", dtype="fp8")
     with pytest.raises(ConfigError, match="train.dtype='half'"):
@@ -249,6 +250,7 @@ def test_zhplm_env_json_and_text(capsys):
 @pytest.mark.parametrize("capability, isa, native", [
     ("AVX512", None, True), ("AVX2", None, False), ("AVX512", "AVX2", False),
     ("AVX512", "avx512_core_amx", True), ("AVX512", "AVX512_CORE", False),
+    ("AVX512", "AVX10_1_512", True), ("AVX512", "DEFAULT", True),
 ])
 def test_a_torch_held_to_avx2_is_not_native_bf16(capability, isa, native):
     """`ATEN_CPU_CAPABILITY=avx2` / `ONEDNN_MAX_CPU_ISA=AVX2` make bf16 as slow as an

@@ -34,7 +34,8 @@ def test_uer_preset_holds_uer_py_defaults_and_yields_to_files_and_overrides(tmp_
     assert set(FINETUNE_PRESETS) == {"uer"}
 
 
-def test_uer_preset_trains_with_adamw_without_bias_correction(zh_vocab_dir, tmp_path):
+def test_uer_preset_trains_with_adamw_without_bias_correction(zh_vocab_dir, tmp_path,
+                                                               capsys):
     tokenizer = Tokenizer.from_pretrained(zh_vocab_dir)
     torch.manual_seed(0)
     model_dir = tmp_path / "tiny"
@@ -53,6 +54,13 @@ def test_uer_preset_trains_with_adamw_without_bias_correction(zh_vocab_dir, tmp_
     assert optimizer_state and all(set(s) == {"exp_avg", "exp_avg_sq"}
                                    for s in optimizer_state.values())
     assert {group["initial_lr"] for group in state["optimizer"]["param_groups"]} == {2e-5}
+    # Resuming that run under the other convention is refused, naming the setting.
+    code = main(["finetune", "--task", "reviews-sentiment", "--model", str(model_dir), "--out",
+                 str(out), "--epochs", "2", "--resume", "--max-train-examples", "96",
+                 "--max-seq-length", "48", "max_eval_examples=64", "progress=false",
+                 "dtype=fp32"])
+    assert code == 2
+    assert "bias_correction=False (now True)" in capsys.readouterr().err
     results = run_finetune(load_config(None, [f"model={model_dir}", "task=reviews-sentiment",
                                               f"output_dir={tmp_path / 'plain'}",
                                               "epochs=1", "max_train_examples=96",
@@ -61,3 +69,14 @@ def test_uer_preset_trains_with_adamw_without_bias_correction(zh_vocab_dir, tmp_
     assert "dev" in results
     plain = load_training_state(latest_checkpoint(tmp_path / "plain"))["optimizer"]["state"]
     assert all("step" in s for s in plain.values())
+
+
+def test_preset_under_a_config_file_and_refused_for_a_config_object(tmp_path):
+    from zhplm.finetuning import FinetuneConfig
+
+    config_file = tmp_path / "cfg.yaml"
+    config_file.write_text("task: reviews-sentiment\nlr: 1.0e-4\n")
+    cfg = build_trainer(str(config_file), preset="uer").config
+    assert (cfg.lr, cfg.bias_correction, cfg.max_grad_norm, cfg.seed) == (1e-4, False, 0.0, 7)
+    with pytest.raises(ConfigError, match="FinetuneConfig object sets them all"):
+        build_trainer(FinetuneConfig(task="reviews-sentiment"), preset="uer")

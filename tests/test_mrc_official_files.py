@@ -159,3 +159,44 @@ def test_tiny_fine_tune_on_official_files_reports_counts(
     assert set(predictions) == {qid for qid, _ in QAS}  # the dropped one is still predicted
     summaries = [r for r in caplog.records if "QA training features" in r.getMessage()]
     assert len(summaries) == 1 and summaries[0].levelno == logging.WARNING
+
+
+def test_edge_whitespace_not_in_the_context_is_looked_for_without_it(zh_tok: Tokenizer) -> None:
+    examples = [QAExample("sp", "哪里？", CONTEXT, ("上海 ",), (-1,), "t.json:sp"),
+                QAExample("lead", "哪里？", CONTEXT, ("\u3000首都",), (2,), "t.json:lead")]
+    feats = build_qa_features(examples, zh_tok, max_seq_length=64, doc_stride=16)
+    spans = [(feats.offsets[row][int(feats.start_positions[row])][0],
+              feats.offsets[row][int(feats.end_positions[row])][1]) for row in range(2)]
+    assert spans == [(6, 8), (3, 5)]
+    assert feats.stats["answers_not_found"] == 0
+
+
+def test_official_quirks_empty_question_and_evaluation_without_offsets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The official trial set has empty questions; the scorer reads answer texts only, so a
+    gold file without (or with malformed) answer_start still evaluates."""
+    from zhplm.cli import main
+
+    document = squad_document([("ok", [("首都", 3)]), ("blank", [("北京", 0)])])
+    qas = document["data"][0]["paragraphs"][0]["qas"]
+    qas[1]["question"] = ""
+    del qas[0]["answers"][0]["answer_start"]
+    qas[1]["answers"][0]["answer_start"] = "0"
+    gold = tmp_path / "gold.json"
+    gold.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(DataError, match=r"gold\.json:\d+: .*missing 'answer_start'"):
+        read_squad(gold)  # training needs the offsets (or -1)
+    with caplog.at_level(logging.WARNING, logger="zhplm"):
+        examples = read_squad(gold, need_offsets=False)
+    assert [(e.qid, e.question, e.answers, e.answer_starts) for e in examples] == [
+        ("ok", "问题ok？", ("首都",), (-1,)), ("blank", "", ("北京",), (-1,))]
+    assert [r.getMessage() for r in caplog.records if "empty" in r.getMessage()] == [
+        f"{gold}: 1 question(s) are empty (e.g. id blank); kept, with the context alone to "
+        f"answer from"]
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps({"ok": "首都", "blank": "上海"}, ensure_ascii=False),
+                     encoding="utf-8")
+    assert main(["evaluate", "--task", "mrc", str(gold), str(preds)]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert (scores["em"], scores["f1"], scores["total"]) == (50.0, 50.0, 2)

@@ -197,7 +197,7 @@ def test_uer_optimiser_matches_reference_adamw_step_for_step():
 
 def test_uer_optimiser_differs_from_bias_corrected_adamw():
     """The two conventions are different runs: the first step without bias correction is
-    about (1 - beta1) = 0.1 of the bias-corrected one."""
+    (1 - beta1) / sqrt(1 - beta2) = 3.16x the bias-corrected one (lr)."""
     grad = torch.full((3,), 0.5)
     steps = {}
     for name, config in (("uer", OptimConfig.uer(lr=0.1, weight_decay=0.0)),

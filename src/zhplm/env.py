@@ -35,9 +35,10 @@ DTYPE_ALIASES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf1
                  "bfloat16": "bf16"}
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # either makes bf16 GEMMs native on x86
-# oneDNN ISA caps that still include bf16 instructions (AVX512-BF16 or AMX).
-ONEDNN_BF16_ISAS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
-                    "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16")
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA, formerly DNNL_MAX_CPU_ISA) below AVX512-BF16: with one
+# of these oneDNN runs bf16 GEMMs without bf16 instructions, i.e. slowly.
+ONEDNN_NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                       "AVX512_CORE_VNNI")
 CPUINFO = Path("/proc/cpuinfo")
 
 # Explicit bf16 on hardware without native bf16 is warned about once per process.
@@ -85,7 +86,7 @@ def bf16_support(flags: Iterable[str], device: str = "cpu", *,
     if capability is not None and capability.upper().startswith("AVX2"):
         return Bf16Support(False, f"CPU flag {found}, but torch's CPU capability is held "
                                   f"to {capability}")
-    if onednn_max_isa and onednn_max_isa.upper() not in ONEDNN_BF16_ISAS:
+    if onednn_max_isa and onednn_max_isa.strip().upper() in ONEDNN_NO_BF16_ISAS:
         return Bf16Support(False, f"CPU flag {found}, but ONEDNN_MAX_CPU_ISA={onednn_max_isa}")
     return Bf16Support(True, f"CPU flag {found}")
 
@@ -135,7 +136,8 @@ def native_bf16(device: str = "cpu", flags: Iterable[str] | None = None) -> Bf16
     if flags is not None:
         return bf16_support(flags, device)
     return bf16_support(cpu_flags(), device, capability=cpu_capability(),
-                        onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA"))
+                        onednn_max_isa=os.environ.get("ONEDNN_MAX_CPU_ISA",
+                                                      os.environ.get("DNNL_MAX_CPU_ISA")))
 
 
 def normalize_dtype(requested: str | torch.dtype, where: str = "dtype") -> str:
@@ -154,16 +156,19 @@ def normalize_dtype(requested: str | torch.dtype, where: str = "dtype") -> str:
 def requested_dtype(dtype: str | torch.dtype, bf16: bool | None = None, *,
                     where: str = "dtype") -> str:
     """The precision a config asks for, reading the deprecated `bf16` key too:
-    `bf16: true` means dtype "bf16", `bf16: false` means "fp32"; a `bf16` that contradicts
-    an explicit `dtype` is a `ConfigError`."""
+    `bf16: true` means dtype "bf16", `bf16: false` means "fp32" -- unless `dtype` is set to
+    fp32 or bf16, which wins (so an override `dtype=fp32` beats an old file's `bf16: true`);
+    the ignored key is named in a warning."""
     name = normalize_dtype(dtype, where)
     if bf16 is None:
         return name
     legacy = "bf16" if bf16 else "fp32"
-    if name not in ("auto", legacy):
-        raise ConfigError(f"{where}={name!r} contradicts the deprecated bf16={bf16}; "
-                          f"drop bf16 and keep only {where}")
-    return legacy
+    if name == "auto":
+        return legacy
+    if name != legacy:
+        logger.warning("%s=%s wins over the deprecated bf16=%s (drop bf16 from the config)",
+                       where, name, str(bf16).lower())
+    return name
 
 
 def resolve_dtype(requested: str | torch.dtype, *, device: str = "cpu",

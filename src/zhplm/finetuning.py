@@ -35,14 +35,14 @@ from zhplm.config import ModelConfig, atomic_write_text
 from zhplm.env import requested_dtype, resolve_dtype
 from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.heads import labels_of, with_labels
-from zhplm.recipe import from_dict, load_file, load_recipe, recipe_from_data, to_dict
+from zhplm.recipe import from_dict, load_file, recipe_from_data, to_dict
 from zhplm.tasks.base import Task, TaskModule
 from zhplm.tasks.batching import BatchStream, Features
 from zhplm.tasks.builtin import BUILTIN_TASKS, load_builtin
 from zhplm.tasks.readers import check_labels, collect_labels, read_task_file
 from zhplm.tokenization import Tokenizer
 from zhplm.training.checkpoint import latest_checkpoint
-from zhplm.training.optim import OptimConfig
+from zhplm.training.optim import UER_OPTIM, OptimConfig
 from zhplm.training.trainer import TrainConfig, Trainer
 
 logger = logging.getLogger("zhplm")
@@ -130,6 +130,8 @@ def load_examples(config: FinetuneConfig, split: str) -> list[Any]:
             options["field_map"] = config.fields
         if config.kind in ("ner", "pos"):
             options["scheme"] = config.scheme if config.kind == "ner" else None
+        if config.kind == "mrc":  # only training places answers by their offsets
+            options["need_offsets"] = split == "train"
         task = "ner" if config.kind == "pos" else config.kind
         examples = read_task_file(path, task, **options)
     elif config.task in BUILTIN_TASKS:
@@ -455,8 +457,8 @@ def hparams_to_dict(hparams: dict[str, Any], source: str = "hparams") -> dict[st
 # gradients). The miniatures' grid then varies epochs 3/5/8, batch 32/64, lr 3e-5/1e-4/3e-4.
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     "uer": {"lr": 2e-5, "batch_size": 32, "epochs": 3.0, "max_seq_length": 128, "warmup": 0.1,
-            "seed": 7, "schedule": "linear", "weight_decay": 0.01, "bias_correction": False,
-            "max_grad_norm": 0.0},
+            "seed": 7, "schedule": "linear",
+            **{k: UER_OPTIM[k] for k in ("weight_decay", "bias_correction", "max_grad_norm")}},
 }
 
 
@@ -522,11 +524,15 @@ def build_trainer(
     changed (or changes it in place); `work_dir` is where everything is written.
     """
     if isinstance(config, FinetuneConfig):
+        if preset is not None:
+            raise ConfigError(f"build_trainer: preset={preset!r} fills unset fields, but a "
+                              "FinetuneConfig object sets them all; pass a dict, a file or "
+                              "keyword fields with the preset")
         data = to_dict(config)
     elif isinstance(config, dict):
         data = dict(config)
     elif config is not None:
-        data = to_dict(load_recipe(FinetuneConfig, config))
+        data = load_file(config)
     else:
         data = {}
     data = {**preset_values(preset), **data, **fields}

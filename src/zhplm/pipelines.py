@@ -63,6 +63,12 @@ class Pipeline:
             if tokenizer is None:
                 raise InputError("pass `tokenizer=` together with an in-memory model")
             self.model, self.tokenizer = model.eval(), tokenizer
+            weights = next(model.parameters()).dtype
+            if weights == torch.bfloat16 and self.dtype != "bf16":
+                logger.warning("dtype=%s resolved to %s, but the model's weights are bf16, so "
+                               "it runs in bf16; pass model.float() for fp32", dtype,
+                               self.dtype)
+                self.dtype = "bf16"
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size

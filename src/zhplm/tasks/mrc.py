@@ -83,6 +83,15 @@ def _where(example: QAExample) -> str:
     return example.source or f"qid {example.qid!r}"
 
 
+def _occurrences(context: str, text: str) -> list[int]:
+    """Every start offset of `text` in `context` (overlapping ones included)."""
+    hits, pos = [], context.find(text)
+    while pos >= 0:
+        hits.append(pos)
+        pos = context.find(text, pos + 1)
+    return hits
+
+
 def _locate(
     example: QAExample, stats: dict[str, int], named: dict[str, list[str]]
 ) -> Offset | None:
@@ -94,7 +103,8 @@ def _locate(
     and counted). One found at its ``answer_start`` stays there; otherwise (``-1``, an offset
     past the end or at other text) it is moved to the occurrence nearest to ``answer_start``,
     or to the first occurrence when ``answer_start`` is negative. Leading and trailing
-    whitespace of the answer is left out of the span (no token can hold it).
+    whitespace of the answer is left out of the span (no token can hold it), and an answer
+    whose edge whitespace is not in the context is looked for without it.
     """
     stats["answers"] += 1
     context = example.context
@@ -105,10 +115,10 @@ def _locate(
             continue
         start = example.answer_starts[k] if k < len(example.answer_starts) else -1
         if not (start >= 0 and context.startswith(text, start)):
-            hits, pos = [], context.find(text)
-            while pos >= 0:
-                hits.append(pos)
-                pos = context.find(text, pos + 1)
+            hits = _occurrences(context, text)
+            if not hits and text.strip() != text:  # "北京 " where the context has no space
+                text = text.strip()
+                hits = _occurrences(context, text)
             if not hits:
                 skipped = True
                 continue

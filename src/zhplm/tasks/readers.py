@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import json.decoder
 import json.scanner
+import logging
 import math
 import os
 import re
@@ -33,6 +34,8 @@ from typing import Any
 
 from ..errors import DataError, InputError
 from .examples import QAExample, TaggingExample, TextExample
+
+logger = logging.getLogger("zhplm")
 
 __all__ = [
     "LABEL_KINDS",
@@ -667,8 +670,10 @@ class _Squad:
     def fail(self, steps: Sequence[str | int], message: str) -> DataError:
         return DataError(f"{self.name}:{self.line(steps)}: {_doc_path(steps)}: {message}")
 
-    def get(self, node: Any, steps: list[str | int], key: str, kind: type) -> Any:
-        """``node[key]``, which must exist and be of ``kind``."""
+    def get(self, node: Any, steps: list[str | int], key: str, kind: type,
+            allow_empty: bool = False) -> Any:
+        """``node[key]``, which must exist and be of ``kind`` (a string also non-blank,
+        unless ``allow_empty``)."""
         if not isinstance(node, dict):
             raise self.fail(steps, f"expected a JSON object, found {type(node).__name__}")
         if key not in node:
@@ -686,13 +691,13 @@ class _Squad:
                 f"{key!r} must be a {'list' if kind is list else 'string'}, found "
                 f"{type(value).__name__} {_show(value)}",
             )
-        if kind is str and not value.strip():
+        if kind is str and not value.strip() and not allow_empty:
             raise self.fail(steps, f"empty {key!r}; fill it in")
         return value
 
 
 def _squad_answers(
-    squad: _Squad, qa: dict[str, Any], steps: list[str | int]
+    squad: _Squad, qa: dict[str, Any], steps: list[str | int], need_offsets: bool = True
 ) -> tuple[tuple[str, ...], tuple[int, ...]]:
     answers = qa.get("answers", [])
     if answers is None:
@@ -713,6 +718,10 @@ def _squad_answers(
     for k, answer in enumerate(answers):
         where = [*steps, "answers", k]
         text = squad.get(answer, where, "text", str)
+        if not need_offsets:  # evaluation: the official scorer reads the texts only
+            texts.append(text)
+            starts.append(-1)
+            continue
         if "answer_start" not in answer:
             raise squad.fail(
                 where,
@@ -734,7 +743,7 @@ def _squad_answers(
     return tuple(texts), tuple(starts)
 
 
-def read_squad(path: PathLike) -> list[QAExample]:
+def read_squad(path: PathLike, *, need_offsets: bool = True) -> list[QAExample]:
     """Read a SQuAD v1.1-layout JSON file (also CMRC 2018 and DRCD).
 
     Layout: ``{"data": [{"title": ..., "paragraphs": [{"context": ..., "qas": [{"id": ...,
@@ -746,14 +755,17 @@ def read_squad(path: PathLike) -> list[QAExample]:
     as given -- whether an answer really occurs there is NOT checked here; training features
     relocate it (:func:`zhplm.tasks.mrc.build_qa_features`) and evaluation only uses the
     texts.  A float (even ``2.0``), string or boolean ``answer_start`` is an error.
+    ``need_offsets=False`` (evaluation, prediction) reads only the answer texts: a missing or
+    malformed ``answer_start`` is then no error, and every start is ``-1``.  An empty question
+    is kept (the official CMRC 2018 trial set has two) and counted in one warning.
     ``source`` is ``"path:QID"``.
 
     Raises:
         DataError: not JSON (with the line and column), a missing or mistyped key (the message
             gives the line and the place in the document, e.g.
-            ``data[3].paragraphs[0].qas[2]: missing 'id'``), an empty context or question, a
-            duplicate id, an empty or non-string answer ``text``, a missing or non-integer
-            ``answer_start``.
+            ``data[3].paragraphs[0].qas[2]: missing 'id'``), an empty context, a non-string
+            question, a duplicate id, an empty or non-string answer ``text``, a missing or
+            non-integer ``answer_start`` (with ``need_offsets``).
     """
     name = _name(path)
     text = _read_text(path)
@@ -770,6 +782,7 @@ def read_squad(path: PathLike) -> list[QAExample]:
     data = squad.get(document, [], "data", list)
     examples: list[QAExample] = []
     seen: dict[str, list[str | int]] = {}
+    empty_questions: list[str] = []
     for i, article in enumerate(data):
         paragraphs = squad.get(article, ["data", i], "paragraphs", list)
         for j, paragraph in enumerate(paragraphs):
@@ -781,7 +794,9 @@ def read_squad(path: PathLike) -> list[QAExample]:
                 if isinstance(qa, dict) and isinstance(qa.get("id"), int):
                     qa = {**qa, "id": str(qa["id"])}
                 qid = squad.get(qa, steps, "id", str)
-                question = squad.get(qa, steps, "question", str)
+                question = squad.get(qa, steps, "question", str, allow_empty=True)
+                if not question.strip():
+                    empty_questions.append(qid)
                 if qid in seen:
                     first = seen[qid]
                     raise squad.fail(
@@ -790,8 +805,11 @@ def read_squad(path: PathLike) -> list[QAExample]:
                         f"{_doc_path(first)}); every question needs a unique id",
                     )
                 seen[qid] = steps
-                answers, starts = _squad_answers(squad, qa, steps)
+                answers, starts = _squad_answers(squad, qa, steps, need_offsets)
                 examples.append(QAExample(qid, question, context, answers, starts, f"{name}:{qid}"))
+    if empty_questions:
+        logger.warning("%s: %d question(s) are empty (e.g. id %s); kept, with the context "
+                       "alone to answer from", name, len(empty_questions), empty_questions[0])
     return examples
 
 
@@ -847,12 +865,12 @@ def read_task_file(
             )
         return read_ner(path, **options)
     if task == "mrc":
-        _check_options(options, (), task, name)
+        _check_options(options, ("need_offsets",), task, name)
         if ext != ".json":
             raise InputError(
                 f"cannot read {name} for task 'mrc': expected a SQuAD-format .json file"
             )
-        return read_squad(path)
+        return read_squad(path, **options)
 
     default_kind = "regression" if task == "regression" else "class"
     label_kind = options.get("label_kind", default_kind)

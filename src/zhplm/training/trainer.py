@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from zhplm.env import requested_dtype, resolve_dtype
-from zhplm.errors import ConfigError, ZhplmError
+from zhplm.errors import CheckpointError, ConfigError, ZhplmError
 from zhplm.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from zhplm.training.distributed import DistEnv, all_reduce_sum, barrier
 from zhplm.training.optim import OptimConfig, build_optimizer, build_scheduler
@@ -179,6 +179,7 @@ class Trainer:
         if checkpoint is None:
             return False
         state = load_training_state(checkpoint)
+        self._check_optimiser(checkpoint, state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -187,6 +188,29 @@ class Trainer:
         self._truncate_metrics(self.step)
         logger.info("resumed from %s at step %d", checkpoint, self.step)
         return True
+
+    def _optimiser_convention(self) -> dict[str, Any]:
+        optim = self.config.optim
+        return {"bias_correction": optim.bias_correction, "max_grad_norm": optim.max_grad_norm}
+
+    def _check_optimiser(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        """Refuse to continue a run under the other AdamW convention (bias correction or
+        clipping switched, e.g. by `--preset uer` or an edited recipe): the moments would
+        be misread or the run would silently change."""
+        saved = state.get("optimiser_convention")
+        if saved is None:  # older checkpoints: torch's AdamW keeps a step count, BertAdamW not
+            entries = list(state["optimizer"].get("state", {}).values())
+            if not entries:
+                return
+            saved = {"bias_correction": "step" in entries[0]}
+        wanted = self._optimiser_convention()
+        differs = {k: (v, wanted[k]) for k, v in saved.items() if wanted.get(k) != v}
+        if differs:
+            said = ", ".join(f"{k}={old} (now {new})" for k, (old, new) in differs.items())
+            raise CheckpointError(
+                f"{checkpoint}: the run was trained with {said}; resume with the run's own "
+                f"optimiser settings (the same recipe or --preset), or start a new output_dir"
+            )
 
     def _truncate_metrics(self, step: int) -> None:
         path = self.run_dir / METRICS_NAME
@@ -325,6 +349,7 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "step": self.step,
                 "data": self.source.state_dict(),
+                "optimiser_convention": self._optimiser_convention(),
             }
             summary = {"data": self.source.state_dict(), "total_steps": self.config.total_steps}
             path = save_checkpoint(self.run_dir, self.step, self.save_model, state, summary,
