@@ -424,3 +424,221 @@ def test_check_vocab(tmp_path, small_dataset, zh_vocab_dir):
         dataset.check_vocab("0123456789abcdef")
     with pytest.raises(ConfigError, match=r"does not exist"):
         dataset.check_vocab(tmp_path / "missing_model")
+
+
+# --------------------------------------------------------------------------- fast paths
+
+ODD_TEXT = [
+    "[MASK]中文[UNK]文[CLS]", "café Ünïcödé 中文 e\u0301 İstanbul中", "\x00控制\x07字符\ufffd好",
+    "豈更車中", "㐀𠀀中文䶵鿖", "a" * 150 + "中" + "b" * 99, "ＡＢＣ１２３中文abc中文",
+    "😀中\u200b文", "中文\u3000全角\t空格 ", "中文中文", "\x07\x00", "1.5M的2-0和www.a-b.com",
+    "[MASK]，[UNK]。“引号”（括号）【书名】《书》", "，，，", "a，b。c", "\u037e\u0387;·",
+    "，\u0301。\u0903",
+    "—— ……！？", "¿Qué? ¡Sí!", "x" * 99 + "，" + "y" * 101, "中文［ＭＡＳＫ］", "１，２。３",
+]
+
+
+def test_chinese_fast_path_is_exact(corpus, zh_vocab_dir, tokenizer):
+    """Chinese characters and punctuation looked up in a table + the rest through the
+    tokenizer = the tokenizer on each sentence alone, ids and word starts."""
+    from zhplm.data.corpus import _ChunkEncoder, _single_token_table
+
+    fast = _ChunkEncoder(str(zh_vocab_dir), "jieba", 1, "uint16")
+    plain = _ChunkEncoder(str(zh_vocab_dir), "jieba", 1, "uint16")
+    plain.single_tokens = None
+    table = fast.single_tokens
+    assert table is not None and np.all(table[0x4E00:0xA000] >= 0)
+    assert np.all(table[[ord(c) for c in "，。、“”（）《》！？"]] >= 0)
+    assert np.all(table[:0x80] == -1) and table[0x037E] == -1  # ASCII; NFD makes ";"
+    lines = corpus[1][:400] + corpus[1][-400:]
+    documents = [split_sentences(line) for line in lines] + [[t] for t in ODD_TEXT]
+    a, b = fast(documents), plain(documents)
+    for field in ("ids", "word_starts", "sentence_lengths", "document_sizes"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert (a.characters, a.short_sentences, a.empty_documents) == (
+        b.characters, b.short_sentences, b.empty_documents) == (b.characters, 1, 1)
+    sentences = [s for d in documents for s in d]
+    encoded = tokenizer.backend.encode_batch(sentences, add_special_tokens=False)
+    assert a.ids.tolist() == [i for e in encoded for i in e.ids]
+    # a tokenizer that does not split Chinese characters gets no table
+    words = Tokenizer.from_pretrained(zh_vocab_dir).get_vocab()
+    assert _single_token_table(Tokenizer(sorted(words, key=words.__getitem__),
+                                         tokenize_chinese_chars=False).backend) is None
+
+
+def test_segmenter_none_and_python_jieba_agree(tmp_path, subset, zh_vocab_dir, monkeypatch):
+    """rjieba and jieba itself build the same dataset; "none" only changes word starts."""
+    from zhplm.data import segment
+
+    path, _ = subset
+    fast = preprocess([path], zh_vocab_dir, tmp_path / "fast", workers=2)
+    none = preprocess([path], zh_vocab_dir, tmp_path / "none", segmenter="none")
+    monkeypatch.setenv("ZHPLM_JIEBA", "python")  # also reaches the spawned worker
+    segment._rjieba.cache_clear()
+    try:
+        python = preprocess([path], zh_vocab_dir, tmp_path / "python", workers=2)
+    finally:
+        monkeypatch.delenv("ZHPLM_JIEBA")
+        segment._rjieba.cache_clear()
+    for info in fast["shards"]:
+        for kind in ARRAYS:
+            name = f"{info['name']}.{kind}.npy"
+            assert (tmp_path / "fast" / name).read_bytes() == (
+                tmp_path / "python" / name).read_bytes(), name
+            if kind != "word_starts":
+                assert (tmp_path / "fast" / name).read_bytes() == (
+                    tmp_path / "none" / name).read_bytes(), name
+    assert fast["num_tokens"] == python["num_tokens"] == none["num_tokens"]
+
+
+# --------------------------------------------------------------------------- killed runs
+
+KILLED_RUN = """
+import sys, time
+from zhplm.data import corpus
+
+flush = corpus._ShardWriter.flush
+
+def flush_then_hang(self):
+    flush(self)
+    if len(self.shards) == 1:
+        print("one shard written", flush=True)
+        time.sleep(600)
+
+corpus._ShardWriter.flush = flush_then_hang
+corpus.preprocess([sys.argv[1]], sys.argv[2], sys.argv[3], shard_tokens=2000, workers=2)
+"""
+
+
+def start_hanging_run(corpus_file: Path, vocab: Path, out: Path):
+    """A preprocess run in a subprocess, stopped mid-way with one shard in its temp dir."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(corpus_file), str(vocab),
+                              str(out)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline() == "one shard written\n"
+    return child
+
+
+def temp_dirs(out: Path) -> list[Path]:
+    return sorted(p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_sigkilled_run_leaves_temp_dir_that_the_next_run_removes(tmp_path, subset,
+                                                                    zh_vocab_dir):
+    import os
+    import signal
+
+    path, lines = subset
+    out = tmp_path / "ds"
+    child = start_hanging_run(path, zh_vocab_dir, out)
+    try:
+        [live] = temp_dirs(out)
+        assert live.name.startswith(f".ds.tmp-{child.pid}-")
+        assert (live / "shard-00000.tokens.npy").is_file() and not out.exists()
+        # a concurrent run into the same OUT leaves the live run's directory alone
+        meta = preprocess([path], zh_vocab_dir, out)
+        assert temp_dirs(out) == [live] and TokenDataset(out).num_documents == len(lines)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert temp_dirs(out) == [live]  # what a killed run leaves behind
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = preprocess([path], zh_vocab_dir, out, overwrite=True)
+    assert temp_dirs(out) == []
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after.keys() == before.keys()
+    assert all(after[k] == before[k] for k in after if k != "meta.json")
+    assert {k: v for k, v in again.items() if k != "seconds"} == {
+        k: v for k, v in meta.items() if k != "seconds"}
+
+
+def test_only_stale_temp_dirs_of_this_out_are_removed(tmp_path, zh_vocab_dir):
+    import fcntl
+    import os
+
+    text = write_bytes(tmp_path / "a.txt", "我爱北京天安门。\n".encode())
+    out = tmp_path / "ds"
+    dead = dead_pid()
+
+    def make(name: str, file: bool = False) -> Path:
+        target = tmp_path / name
+        if file:
+            target.write_text("x")
+        else:
+            target.mkdir()
+            (target / "shard-00000.tokens.npy").write_bytes(b"partial")
+        return target
+
+    stale = make(f".ds.tmp-{dead}-0123abcd")
+    stale_old = make(f".ds.old-{dead}-0123abcd")  # holds the dataset being replaced
+    locked = make(f".ds.tmp-{dead}-4567abcd")  # e.g. a live run in another PID namespace
+    mine = make(f".ds.tmp-{os.getpid()}-89abcdef")  # a live process
+    keep = [locked, mine,
+            make(f".ds.tmp-{dead}-0123abcd.keep"), make(f".ds.tmp-{dead}-XYZ"),
+            make(f".ds2.tmp-{dead}-0123abcd"), make(f".ds.tmp-{dead}-fedcba98", file=True),
+            make("ds.tmp-1-0123abcd")]
+    link = tmp_path / f".ds.tmp-{dead}-76543210"
+    link.symlink_to(stale_old, target_is_directory=True)
+    keep.append(link)
+    fd = os.open(locked, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        preprocess([text], zh_vocab_dir, out)
+        assert not stale.exists()
+        # out held no dataset when the run started: the .old- directory may hold the only copy
+        assert stale_old.exists()
+        assert all(p.exists() or p.is_symlink() for p in keep)
+        preprocess([text], zh_vocab_dir, out, overwrite=True)
+        assert not stale_old.exists() and stale_old not in temp_dirs(out)
+        assert locked.exists()
+    finally:
+        os.close(fd)
+    preprocess([text], zh_vocab_dir, out, overwrite=True)
+    assert not locked.exists() and mine.exists()
+    assert TokenDataset(out).num_documents == 1
+
+
+def test_failing_run_never_touches_finished_out(tmp_path, zh_vocab_dir):
+    good = write_bytes(tmp_path / "good.txt", "第一个。\n第二个。\n".encode())
+    empty = write_bytes(tmp_path / "empty.txt", b"\n")
+    out = tmp_path / "ds"
+    preprocess([good], zh_vocab_dir, out)
+    stale = tmp_path / f".ds.tmp-{dead_pid()}-0123abcd"
+    stale.mkdir()
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    with pytest.raises(DataError, match="no tokens"):
+        preprocess([empty], zh_vocab_dir, out, overwrite=True, workers=2)
+    with pytest.raises(DataError, match="already holds a dataset"):
+        preprocess([good], zh_vocab_dir, out)
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    assert after == before and TokenDataset(out).num_documents == 2
+    assert temp_dirs(out) == []  # the stale one went, the failed run's own too
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_start_methods_agree(tmp_path, subset, zh_vocab_dir, monkeypatch, method):
+    from zhplm.data import corpus as corpus_module
+
+    path, _ = subset
+    serial = preprocess([path], zh_vocab_dir, tmp_path / "serial", chunk_documents=50)
+    monkeypatch.setattr(corpus_module, "_START_METHOD", method)
+    parallel = preprocess([path], zh_vocab_dir, tmp_path / "parallel", workers=3,
+                          chunk_documents=50)
+    assert parallel["shards"] == serial["shards"]
+    for info in serial["shards"]:
+        for kind in ARRAYS:
+            name = f"{info['name']}.{kind}.npy"
+            assert (tmp_path / "serial" / name).read_bytes() == (
+                tmp_path / "parallel" / name).read_bytes(), name

@@ -14,6 +14,9 @@ special tokens, marks the tokens that start a word (jieba words for whole-word m
 Documents are read and encoded in chunks, in parallel with ``workers > 1``, and written shard
 by shard, so memory stays bounded by one shard. The directory is built under a temporary name
 beside ``out_dir`` and renamed into place at the end: a crash never leaves a half dataset.
+A run killed outright (SIGKILL, power loss) leaves that ``.OUT.tmp-PID-RANDOM`` directory
+behind; the next run into the same ``out_dir`` removes it once its process is gone and nobody
+holds its lock (see :func:`_remove_stale_siblings`).
 :class:`TokenDataset` opens it again with ``np.load(mmap_mode="r")``.
 """
 
@@ -23,6 +26,7 @@ import bisect
 import contextlib
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -32,14 +36,20 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from zhplm.data.segment import SEGMENTERS, word_starts
+from zhplm.data.segment import SEGMENTERS, jieba_words, word_start_mask
 from zhplm.errors import ConfigError, DataError, InputError
 from zhplm.tokenization import Tokenizer, vocab_hash
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "FORMAT",
@@ -52,6 +62,8 @@ __all__ = [
     "preprocess",
     "split_sentences",
 ]
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "zhplm-tokens-v1"
 """The ``format`` field of ``meta.json``."""
@@ -310,49 +322,161 @@ class _Chunk:
     empty_documents: int
 
 
+_HAN_FIRST, _HAN_LAST = 0x4E00, 0x9FFF
+_BMP = 0x10000
+
+
+def _single_token_table(backend: Any) -> np.ndarray | None:
+    """For a BERT WordPiece pipeline: a table over the Basic Multilingual Plane giving the
+    token id of each character that is always a token of its own, -1 for the others; None
+    for other pipelines (then every character goes through the tokenizer).
+
+    Those characters are the CJK Unified Ideographs (U+4E00..U+9FFF; the normalizer puts
+    spaces around them; the token is the character if the vocab has it, else [UNK]) and the
+    vocab's non-ASCII punctuation (``，。、“”（）《》`` ...; the pre-tokenizer splits there),
+    each only if the normalizer leaves it unchanged and no added token contains it. The table
+    is checked against the tokenizer's own normalizer and pre-tokenizer.
+    """
+    import unicodedata
+
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    normalizer, pre_tokenizer, model = backend.normalizer, backend.pre_tokenizer, backend.model
+    if not (isinstance(normalizer, normalizers.BertNormalizer) and normalizer.handle_chinese_chars
+            and isinstance(pre_tokenizer, pre_tokenizers.BertPreTokenizer)
+            and isinstance(model, models.WordPiece)):
+        return None
+    vocab = backend.get_vocab(with_added_tokens=False)
+    unk = vocab.get(model.unk_token)
+    if unk is None:
+        return None
+    added = list(backend.get_added_tokens_decoder().values())
+    if any(t.lstrip or t.rstrip or t.single_word or t.normalized
+           or any(c.isspace() for c in t.content) for t in added):
+        return None  # matched differently around characters replaced by spaces
+    in_added = {c for token in added for c in token.content}
+    table = np.full(_BMP, -1, dtype=np.int64)
+    table[_HAN_FIRST : _HAN_LAST + 1] = unk  # [UNK] unless the vocab has the character
+    han = "".join(map(chr, range(_HAN_FIRST, _HAN_LAST + 1)))
+    if normalizer.normalize_str(han).split() != list(han):
+        return None  # not the BERT normalizer this relies on
+    # non-ASCII punctuation of the vocab (others go through the tokenizer: also right)
+    punctuation = [t for t in vocab if len(t) == 1 and 0x80 <= ord(t) < _BMP
+                   and unicodedata.category(t).startswith("P")]
+
+    def split_off(chars: list[str]) -> bool:
+        """Normalized as is, and a word of its own between two letters."""
+        probe = "a" + "a".join(chars) + "a"
+        words = [w for w, _ in pre_tokenizer.pre_tokenize_str(probe)]
+        return normalizer.normalize_str(probe) == probe and words == [
+            "a", *[w for c in chars for w in (c, "a")]]
+
+    if not split_off(punctuation):
+        punctuation = [c for c in punctuation if split_off([c])]
+    table[[ord(c) for c in punctuation]] = unk
+    for c in in_added:
+        if ord(c) < _BMP:
+            table[ord(c)] = -1
+    for token, i in vocab.items():
+        if len(token) == 1 and ord(token) < _BMP and table[ord(token)] >= 0:
+            table[ord(token)] = i
+    return table
+
+
 class _ChunkEncoder:
-    """Tokenizes documents and marks word starts; one per process."""
+    """Tokenizes documents and marks word starts; one per process.
+
+    Vectorized over the chunk, and the output is the same as encoding each sentence alone:
+
+    * the sentences are joined by newlines (a word boundary for WordPiece and for jieba);
+    * with a BERT tokenizer, the characters that are always a token of their own (Chinese
+      characters, Chinese punctuation: ~90% of Chinese text, see
+      :func:`_single_token_table`) are looked up in a table; each run of them becomes one
+      space in what goes through ``encode_batch``, which then has ~10x less to do and yields
+      the same other tokens (a space separates words just as they did);
+    * continuation pieces (``##``) are looked up by token id;
+    * the jieba word starts come from one segmentation of the joined text.
+    """
 
     def __init__(self, vocab: str, segmenter: str, min_sentence_tokens: int, dtype: str) -> None:
         self.tokenizer = Tokenizer.from_pretrained(vocab)
         self.segmenter = segmenter
         self.min_tokens = min_sentence_tokens
         self.dtype = np.dtype(dtype)
+        backend = self.tokenizer.backend
+        pieces = backend.get_vocab(with_added_tokens=True)
+        self.continuation = np.zeros(max(pieces.values(), default=0) + 1, dtype=bool)
+        self.continuation[[i for t, i in pieces.items() if t.startswith("##")]] = True
+        self.single_tokens = _single_token_table(backend)
+
+    def load(self) -> None:
+        """Load the segmenter's dictionary now (else at the first chunk)."""
+        if self.segmenter == "jieba":
+            jieba_words("")
+
+    def _tokenize(self, flat: list[str], bases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and their character offsets in ``"\\n".join(flat)`` (``bases`` are the
+        offsets of the sentences there), in order."""
+        backend = self.tokenizer.backend
+        single = None
+        if self.single_tokens is not None:
+            text = "\n".join(flat)
+            codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            looked_up = self.single_tokens[np.minimum(codes, _BMP - 1)]
+            is_single = (looked_up >= 0) & (codes < _BMP)
+            single = np.flatnonzero(is_single)
+            if len(single):
+                # each run of such characters -> one space; the rest stays
+                keep = ~is_single
+                keep[0] = True
+                keep[1:] |= ~is_single[:-1]
+                rest = codes.copy()
+                rest[is_single] = 32
+                kept = np.flatnonzero(keep)  # position in the join of each kept character
+                text = rest[kept].tobytes().decode("utf-32-le", "surrogatepass")
+                starts = np.searchsorted(kept, bases)  # every sentence's 1st character is kept
+                ends = np.append(starts[1:] - 1, len(text))
+                flat = [text[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+                bases = starts
+        encodings = backend.encode_batch(flat, add_special_tokens=False)
+        counts = np.fromiter(map(len, encodings), dtype=np.int64, count=len(flat))
+        total = int(counts.sum())
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64,
+                          count=total)
+        begins = np.fromiter(chain.from_iterable(chain.from_iterable(
+            e.offsets for e in encodings)), dtype=np.int64, count=2 * total)[::2]
+        begins += np.repeat(bases, counts)
+        if single is not None and len(single):
+            begins = np.concatenate([single, kept[begins]])
+            ids = np.concatenate([looked_up[single], ids])
+            order = np.argsort(begins, kind="stable")
+            begins, ids = begins[order], ids[order]
+        return ids, begins
 
     def __call__(self, documents: list[list[str]]) -> _Chunk:
         flat = [sentence for document in documents for sentence in document]
-        encodings = self.tokenizer.backend.encode_batch(flat, add_special_tokens=False)
-        ids: list[int] = []
-        starts: list[np.ndarray] = []
-        lengths: list[int] = []
-        sizes: list[int] = []
-        characters = short = empty = 0
-        k = 0
-        for document in documents:
-            kept = 0
-            for sentence in document:
-                enc = encodings[k]
-                k += 1
-                if len(enc.ids) < self.min_tokens:
-                    short += 1
-                    continue
-                ids.extend(enc.ids)
-                starts.append(word_starts(enc.tokens, enc.offsets, sentence, self.segmenter))
-                lengths.append(len(enc.ids))
-                characters += len(sentence)
-                kept += 1
-            if kept:
-                sizes.append(kept)
-            else:
-                empty += 1
+        chars = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+        bases = np.cumsum(chars + 1) - (chars + 1)  # where each sentence starts in the join
+        ids, begins = self._tokenize(flat, bases)
+        sentence_of = np.searchsorted(bases, begins, side="right") - 1
+        lengths = np.bincount(sentence_of, minlength=len(flat)).astype(np.int64)
+        starts = ~self.continuation[ids]
+        if self.segmenter == "jieba" and len(ids):
+            starts &= word_start_mask("\n".join(flat))[begins]
+        firsts = np.cumsum(lengths) - lengths
+        starts[firsts[lengths > 0]] = True  # a sentence starts a word
+        keep = lengths >= self.min_tokens
+        kept_tokens = np.repeat(keep, lengths)
+        document_of = np.repeat(np.arange(len(documents)), [len(d) for d in documents])
+        kept_per_document = np.bincount(document_of[keep], minlength=len(documents))
         return _Chunk(
-            ids=np.asarray(ids, dtype=self.dtype),
-            word_starts=np.concatenate(starts) if starts else np.zeros(0, np.uint8),
-            sentence_lengths=np.asarray(lengths, dtype=np.int64),
-            document_sizes=np.asarray(sizes, dtype=np.int64),
-            characters=characters,
-            short_sentences=short,
-            empty_documents=empty,
+            ids=ids[kept_tokens].astype(self.dtype),
+            word_starts=starts[kept_tokens].astype(np.uint8),
+            sentence_lengths=lengths[keep],
+            document_sizes=kept_per_document[kept_per_document > 0].astype(np.int64),
+            characters=int(chars[keep].sum()),
+            short_sentences=int((~keep).sum()),
+            empty_documents=int((kept_per_document == 0).sum()),
         )
 
 
@@ -365,33 +489,101 @@ def _init_worker(vocab: str, segmenter: str, min_sentence_tokens: int, dtype: st
     _WORKER_ENCODER = _ChunkEncoder(vocab, segmenter, min_sentence_tokens, dtype)
 
 
+def _adopt_worker(encoder: _ChunkEncoder, inherited_fds: tuple[int, ...]) -> None:
+    """Initializer of a forked worker: it uses the encoder (tokenizer, tables, dictionary)
+    it inherited, and closes the descriptors that are the parent's business (its lock)."""
+    global _WORKER_ENCODER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    for fd in inherited_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _WORKER_ENCODER = encoder
+
+
+_START_METHOD: str | None = None
+"""Force "fork" or "spawn" for the workers (tests); None chooses with :func:`_start_method`."""
+
+
+def _start_method() -> str:
+    """The start method of the workers: "fork" where it is safe (Linux, no other Python
+    thread, torch not loaded: its thread pools and CUDA state do not survive a fork); the
+    workers then start at once with this process's tokenizer and dictionary. Else "spawn":
+    each worker starts a fresh interpreter and loads them itself (~0.5 s of CPU)."""
+    import threading
+
+    if (sys.platform.startswith("linux") and threading.active_count() == 1
+            and "torch" not in sys.modules):
+        return "fork"
+    return "spawn"
+
+
 def _encode_in_worker(documents: list[list[str]]) -> _Chunk:
     assert _WORKER_ENCODER is not None, "worker not initialised"
     return _WORKER_ENCODER(documents)
 
 
-def _ordered_map(pool: Any, items: Iterable[Any], window: int) -> Iterator[_Chunk]:
-    """``pool.imap`` that keeps at most ``window`` chunks in flight.
+@contextlib.contextmanager
+def _serial_tokenizers() -> Iterator[None]:
+    """Keep the Rust tokenizer to one thread here (the other cores run the workers)."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+def _ordered_map(pool: Any, items: Iterable[Any], window: int,
+                 local: _ChunkEncoder | None = None) -> Iterator[_Chunk]:
+    """``pool.imap`` that keeps at most ``window`` chunks in the pool.
 
     ``Pool.imap`` feeds its whole input to the workers as fast as it can be read, which would
-    hold the entire corpus in memory; this keeps reading in step with writing.
+    hold the entire corpus in memory; this keeps reading in step with writing. With ``local``
+    (an encoder), this process encodes a chunk itself whenever ``window`` chunks already wait
+    in the pool, instead of waiting for them: no core idles, and one process fewer starts.
     """
-    pending: deque[Any] = deque()
+    pending: deque[Any] = deque()  # AsyncResults and chunks encoded here, in input order
+    in_pool = 0
+    most = window if local is None else 4 * window + 4  # chunks held at most
     for item in items:
-        pending.append(pool.apply_async(_encode_in_worker, (item,)))
-        if len(pending) >= window:
-            yield pending.popleft().get()
+        if local is not None and in_pool >= window:
+            with _serial_tokenizers():
+                pending.append(local(item))
+        else:
+            pending.append(pool.apply_async(_encode_in_worker, (item,)))
+            in_pool += 1
+        while pending and (len(pending) >= most or isinstance(pending[0], _Chunk)
+                           or pending[0].ready()):
+            head = pending.popleft()
+            if not isinstance(head, _Chunk):
+                in_pool -= 1
+                head = head.get()
+            yield head
     while pending:
-        yield pending.popleft().get()
+        head = pending.popleft()
+        yield head if isinstance(head, _Chunk) else head.get()
 
 
-def _chunks(documents: Iterable[list[str]], size: int) -> Iterator[list[list[str]]]:
+_CHUNK_CHARACTERS = 1 << 16
+"""A chunk also ends once it holds this many characters: small enough tasks keep the workers
+evenly busy to the end of the corpus (the output does not depend on chunk boundaries)."""
+
+
+def _chunks(documents: Iterable[list[str]], size: int,
+            characters: int = _CHUNK_CHARACTERS) -> Iterator[list[list[str]]]:
+    """Group documents into chunks of at most ``size`` documents / about ``characters``."""
     chunk: list[list[str]] = []
+    held = 0
     for document in documents:
         chunk.append(document)
-        if len(chunk) >= size:
+        held += sum(map(len, document))
+        if len(chunk) >= size or held >= characters:
             yield chunk
             chunk = []
+            held = 0
     if chunk:
         yield chunk
 
@@ -501,15 +693,20 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 def _publish(tmp: Path, out: Path) -> None:
     """Move the finished dataset ``tmp`` to ``out``, replacing an old dataset or empty dir."""
     old: Path | None = None
-    if out.exists():
-        if _is_dataset(out):
-            old = _sibling_dir(out, "old")
-            os.replace(out, old / out.name)
-        else:
-            out.rmdir()  # empty (checked before)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    lock: int | None = None
+    try:
+        if out.exists():
+            if _is_dataset(out):
+                old = _sibling_dir(out, "old")
+                lock = _lock_dir(old)
+                os.replace(out, old / out.name)
+            else:
+                out.rmdir()  # empty (checked before)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        _unlock(lock)
 
 
 def _check_arguments(workers: int, segmenter: str, layout: str, shard_tokens: int,
@@ -530,18 +727,28 @@ def _check_arguments(workers: int, segmenter: str, layout: str, shard_tokens: in
 
 def _encoded_chunks(
     documents: Iterable[list[str]], vocab: str, encoder_args: tuple, workers: int,
-    chunk_documents: int,
+    chunk_documents: int, inherited_fds: tuple[int, ...] = (),
 ) -> Iterator[_Chunk]:
-    """Encode ``documents`` chunk by chunk, in order, in-process or with a process pool."""
+    """Encode ``documents`` chunk by chunk, in order, in-process or with a process pool
+    (``inherited_fds``: this process's descriptors a forked worker must close)."""
     chunks = _chunks(documents, chunk_documents)
     if workers == 1:
         encoder = _ChunkEncoder(vocab, *encoder_args)
         yield from map(encoder, chunks)
         return
-    context = multiprocessing.get_context("spawn")  # safe with torch/tokenizers threads
-    pool = context.Pool(workers, initializer=_init_worker, initargs=(vocab, *encoder_args))
+    # workers - 1 processes and this one, which encodes whenever the others are all busy
+    method = _START_METHOD or _start_method()
+    if method == "fork":
+        local = _ChunkEncoder(vocab, *encoder_args)
+        local.load()  # the workers inherit it all, loaded
+        initializer, initargs = _adopt_worker, (local, inherited_fds)
+    else:
+        initializer, initargs = _init_worker, (vocab, *encoder_args)
+    pool = multiprocessing.get_context(method).Pool(workers - 1, initializer, initargs)
     try:
-        yield from _ordered_map(pool, chunks, window=2 * workers)
+        if method != "fork":
+            local = _ChunkEncoder(vocab, *encoder_args)  # while the workers start
+        yield from _ordered_map(pool, chunks, window=2 * (workers - 1), local=local)
         pool.close()
         pool.join()
     finally:
@@ -568,6 +775,84 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+_SIBLING = "\\.{name}\\.(tmp|old)-([0-9]+)-[0-9a-f]{{8}}"
+"""The names :func:`_sibling_dir` gives (``.OUT.tmp-PID-RANDOM``), as a regex template."""
+
+
+def _lock_dir(path: Path) -> int | None:
+    """Hold an exclusive ``flock`` on directory ``path`` until :func:`_unlock`; the kernel
+    drops it when the process dies, even by SIGKILL. None where locks are not supported."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else (or cannot tell): leave it
+    return True
+
+
+def _remove_stale_siblings(out: Path) -> list[Path]:
+    """Remove the temporary directories beside ``out`` that killed runs left behind.
+
+    A directory is removed only when all of these hold: its name is one :func:`_sibling_dir`
+    makes for ``out`` (``.OUT.tmp-PID-RANDOM`` / ``.OUT.old-PID-RANDOM``), it is a real
+    directory, the process PID is gone, and nobody holds its lock (a live run holds one on its
+    directory from creation to the end, which also covers runs in other PID namespaces). An
+    ``.old-`` directory holds the previous dataset while a new one is moved into place; it is
+    removed only once ``out`` holds a dataset again. ``out`` itself is never touched.
+    """
+    if os.name != "posix" or not out.parent.is_dir():
+        return []
+    pattern = re.compile(_SIBLING.format(name=re.escape(out.name)))
+    removed = []
+    for path in out.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match is None or path.is_symlink() or not path.is_dir():
+            continue
+        if _pid_alive(int(match[2])) or (match[1] == "old" and not _is_dataset(out)):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile (its run finished) or not ours to open
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live run holds it
+                except OSError:
+                    pass  # no locks on this file system: the PID decides
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _sibling_dir(out: Path, tag: str) -> Path:
@@ -604,18 +889,20 @@ def preprocess(
         vocab: a ``vocab.txt`` or a tokenizer/model directory (:meth:`Tokenizer.from_pretrained`).
         out_dir: the dataset directory to create. It must not exist, be empty, or (with
             ``overwrite=True``) hold a dataset; it is replaced only once the new one is done.
-        workers: processes encoding in parallel (1 = in this process).
+        workers: processes encoding in parallel, this one included (1 = only this one).
         strict: raise :class:`DataError` at the first invalid line instead of skipping it.
         segmenter: ``"jieba"`` word starts (whole-word masking) or ``"none"`` (WordPiece words).
         layout: text file layout: ``"auto"``, ``"line"`` or ``"blank"`` (see iter_documents).
         shard_tokens: start a new shard, at a document boundary, once a shard holds this many.
-        chunk_documents: documents read and encoded per task.
+        chunk_documents: documents read and encoded per task (at most; a task also ends at
+            about 64k characters).
         min_sentence_tokens: drop (and count) sentences with fewer tokens.
         progress: show a progress bar on stderr.
         overwrite: replace an existing dataset in ``out_dir``.
 
-    With ``workers > 1`` the workers are started with the "spawn" method, so a script that
-    calls this must guard its entry point with ``if __name__ == "__main__":``.
+    With ``workers > 1`` the workers are forked where that is safe (Linux, no other thread,
+    torch not imported) and else started with the "spawn" method, so a script that calls this
+    must guard its entry point with ``if __name__ == "__main__":``.
 
     Returns:
         The meta dict (``format``, ``vocab_hash``, counts, ``shards``, ``sources``,
@@ -644,8 +931,12 @@ def preprocess(
     documents = (doc for path in paths
                  for doc in iter_documents(path, strict=strict, stats=stats, layout=layout))
     encoder_args = (segmenter, min_sentence_tokens, dtype.name)
-    chunks = _encoded_chunks(documents, str(vocab), encoder_args, workers, chunk_documents)
+    for stale in _remove_stale_siblings(out):
+        logger.info("removed %s, left behind by a killed run", stale)
     tmp = _sibling_dir(out, "tmp")
+    lock = _lock_dir(tmp)
+    chunks = _encoded_chunks(documents, str(vocab), encoder_args, workers, chunk_documents,
+                             inherited_fds=() if lock is None else (lock,))
     try:
         writer = _ShardWriter(tmp, shard_tokens, dtype)
         characters = _write_chunks(chunks, writer, stats, progress)
@@ -662,6 +953,8 @@ def preprocess(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _unlock(lock)
     return meta
 
 
@@ -669,9 +962,10 @@ def _write_chunks(chunks: Iterator[_Chunk], writer: _ShardWriter, stats: dict[st
                   progress: bool) -> int:
     """Write every chunk into shards; count skips into ``stats``; return the characters."""
     characters = 0
+    first = next(chunks, None)  # starts the workers before tqdm starts its thread
     bar = _Progress(progress)
     with contextlib.closing(chunks), contextlib.closing(bar):  # stops the pool on errors
-        for chunk in chunks:
+        for chunk in chain([first] if first is not None else [], chunks):
             writer.add(chunk)
             characters += chunk.characters
             stats["short_sentences"] += chunk.short_sentences
