@@ -441,10 +441,10 @@ ODD_TEXT = [
 def test_chinese_fast_path_is_exact(corpus, zh_vocab_dir, tokenizer):
     """Chinese characters and punctuation looked up in a table + the rest through the
     tokenizer = the tokenizer on each sentence alone, ids and word starts."""
-    from zhplm.data.corpus import _ChunkEncoder, _single_token_table
+    from zhplm.data.encoding import ChunkEncoder, single_token_table
 
-    fast = _ChunkEncoder(str(zh_vocab_dir), "jieba", 1, "uint16")
-    plain = _ChunkEncoder(str(zh_vocab_dir), "jieba", 1, "uint16")
+    fast = ChunkEncoder(str(zh_vocab_dir), "jieba", 1, "uint16")
+    plain = ChunkEncoder(str(zh_vocab_dir), "jieba", 1, "uint16")
     plain.single_tokens = None
     table = fast.single_tokens
     assert table is not None and np.all(table[0x4E00:0xA000] >= 0)
@@ -462,8 +462,8 @@ def test_chinese_fast_path_is_exact(corpus, zh_vocab_dir, tokenizer):
     assert a.ids.tolist() == [i for e in encoded for i in e.ids]
     # a tokenizer that does not split Chinese characters gets no table
     words = Tokenizer.from_pretrained(zh_vocab_dir).get_vocab()
-    assert _single_token_table(Tokenizer(sorted(words, key=words.__getitem__),
-                                         tokenize_chinese_chars=False).backend) is None
+    assert single_token_table(Tokenizer(sorted(words, key=words.__getitem__),
+                                        tokenize_chinese_chars=False).backend) is None
 
 
 def test_segmenter_none_and_python_jieba_agree(tmp_path, subset, zh_vocab_dir, monkeypatch):
@@ -495,9 +495,9 @@ def test_segmenter_none_and_python_jieba_agree(tmp_path, subset, zh_vocab_dir, m
 
 KILLED_RUN = """
 import sys, time
-from zhplm.data import corpus
+from zhplm.data import corpus, shards
 
-flush = corpus._ShardWriter.flush
+flush = shards.ShardWriter.flush
 
 def flush_then_hang(self):
     flush(self)
@@ -505,7 +505,7 @@ def flush_then_hang(self):
         print("one shard written", flush=True)
         time.sleep(600)
 
-corpus._ShardWriter.flush = flush_then_hang
+shards.ShardWriter.flush = flush_then_hang
 corpus.preprocess([sys.argv[1]], sys.argv[2], sys.argv[3], shard_tokens=2000, workers=2)
 """
 
@@ -629,11 +629,11 @@ def test_failing_run_never_touches_finished_out(tmp_path, zh_vocab_dir):
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_worker_start_methods_agree(tmp_path, subset, zh_vocab_dir, monkeypatch, method):
-    from zhplm.data import corpus as corpus_module
+    from zhplm.data import encoding
 
     path, _ = subset
     serial = preprocess([path], zh_vocab_dir, tmp_path / "serial", chunk_documents=50)
-    monkeypatch.setattr(corpus_module, "_START_METHOD", method)
+    monkeypatch.setattr(encoding, "_START_METHOD", method)
     parallel = preprocess([path], zh_vocab_dir, tmp_path / "parallel", workers=3,
                           chunk_documents=50)
     assert parallel["shards"] == serial["shards"]

@@ -54,7 +54,7 @@ def test_rjieba_is_jieba_where_jieba_rs_differs(text):
 
 
 def test_joined_sentences_segment_as_each_alone(sample_lines):
-    """corpus.py segments a chunk's sentences joined by newlines in one call."""
+    """encoding.py segments a chunk's sentences joined by newlines in one call."""
     lines = sample_lines[:300] + TRICKY
     joined = jieba_words("\n".join(lines))
     alone = []

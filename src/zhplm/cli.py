@@ -350,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "built-in corpus)")
     sub.add_argument("--vocab", required=True, help="vocab.txt or a model directory")
     sub.add_argument("--out", required=True, help="output dataset directory")
-    sub.add_argument("--workers", type=int, default=1, help="processes")
+    sub.add_argument("--workers", type=int, default=1,
+                     help="processes: this one plus WORKERS-1 worker processes")
     sub.add_argument("--segmenter", default="jieba", choices=["jieba", "none"],
                      help="word boundaries for whole-word masking")
     sub.add_argument("--layout", default="auto", choices=["auto", "line", "blank"],

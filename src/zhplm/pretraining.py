@@ -19,9 +19,9 @@ import torch
 
 from zhplm.config import preset
 from zhplm.data.collate import InstanceStream, PretrainCollator
-from zhplm.data.corpus import TokenDataset
 from zhplm.data.instances import InstanceConfig, Instances, SpecialIds, build_instances
 from zhplm.data.masking import MaskingConfig
+from zhplm.data.shards import TokenDataset
 from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.bert import BertForMaskedLM, BertForPreTraining
 from zhplm.objectives.pretraining import (
