@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-uer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/encoder_forward.py
 	$(BIN)/python benchmarks/pretrain_throughput.py
 	$(BIN)/python benchmarks/finetune_throughput.py
+
+# Side by side with UER-py: UER=path/to/a/checkout/of/dbiir/UER-py
+bench-uer: $(STAMP)
+	@test -n "$(UER)" || { echo "usage: make bench-uer UER=path/to/UER-py"; exit 2; }
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python benchmarks/preprocess_vs_uer.py --uer $(UER)
+	$(BIN)/python benchmarks/pretrain_vs_uer.py --uer $(UER)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -3,11 +3,21 @@
 Module and parameter names are exactly Hugging Face's (`bert.encoder.layer.0.attention.self.
 query.weight`, `cls.predictions.transform.dense.weight`, ...), so a `state_dict` moves
 between zhplm and `transformers` without renaming. Attention runs through
-`torch.nn.functional.scaled_dot_product_attention`.
+`torch.nn.functional.scaled_dot_product_attention` (its fused kernel) whenever attention
+dropout is off; in training with attention dropout it runs as SDPA's own math path would
+(which it takes anyway on CPU when `dropout_p > 0`), with the faster dropout masks below.
+
+Training speed on CPU (see `benchmarks/pretrain_vs_uer.py`): the query/key/value projections
+run as one GEMM over the concatenated weights (the three `nn.Linear`s, and so the HF parameter
+names, stay as they are), and dropout masks come from numpy's SFC64 generator, seeded from
+torch's generator on every call (so `torch.manual_seed` and the checkpointed torch RNG state
+still make runs reproducible), instead of torch's serial `bernoulli_` — which cost 10-20 % of
+a small model's training step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zhplm.config import ModelConfig
+from zhplm.modeling.dropout import Dropout, dropout_mask
 from zhplm.modeling.pretrained import PreTrainedModel
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -26,6 +37,20 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "silu": F.silu,
     "tanh": torch.tanh,
 }
+
+
+def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None,
+                           dropout_p: float) -> Tensor:
+    """softmax(q k^T / sqrt(d) + mask) with dropout, times v: SDPA's math path, spelled out
+    so the dropout mask comes from `dropout_mask`. `attn_mask` is SDPA's boolean form
+    (True = attend) or None."""
+    scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1)
+    if dropout_p > 0.0:
+        probs = probs * dropout_mask(tuple(probs.shape), dropout_p, probs.dtype, probs.device)
+    return torch.matmul(probs, v)
 
 
 @dataclass
@@ -64,7 +89,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         seq_len = input_ids.shape[1]
@@ -90,27 +115,32 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         batch, seq_len, hidden = x.shape
-        shape = (batch, seq_len, self.num_heads, self.head_dim)
-        q = self.query(x).view(shape).transpose(1, 2)
-        k = self.key(x).view(shape).transpose(1, 2)
-        v = self.value(x).view(shape).transpose(1, 2)
-        context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0
-        )
+        # One GEMM for the three projections (concatenating the weights is cheap); the
+        # parameters stay `query`, `key`, `value` as in HF.
+        weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))
+        bias = torch.cat((self.query.bias, self.key.bias, self.value.bias))
+        qkv = F.linear(x, weight, bias).view(batch, seq_len, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if dropout_p > 0.0:
+            context = attention_with_dropout(q, k, v, attn_mask, dropout_p)
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return context.transpose(1, 2).reshape(batch, seq_len, hidden)
 
 
 class BertSelfOutput(nn.Module):
-    """Attention output projection, dropout, residual, LayerNorm (post-LN)."""
+    """Attention output projection, dropout, residual, LayerNorm (post-LN); the dropout and
+    the residual add are one `addcmul`."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+        return self.LayerNorm(self.dropout.add_to(self.dense(hidden), residual))
 
 
 class BertAttention(nn.Module):
@@ -144,10 +174,10 @@ class BertOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+        return self.LayerNorm(self.dropout.add_to(self.dense(hidden), residual))
 
 
 class BertLayer(nn.Module):
