@@ -295,8 +295,8 @@ def run_finetune(config: FinetuneConfig, resume: bool = False) -> dict[str, Any]
                               f"that run, or choose another output_dir")
     run = FinetuneRun(config, resume=resume)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "finetune_config.json").write_text(json.dumps(to_dict(config), indent=2,
-                                                         ensure_ascii=False) + "\n")
+    atomic_write_text(out / "finetune_config.json",
+                      json.dumps(to_dict(config), indent=2, ensure_ascii=False) + "\n")
     results: dict[str, Any] = {"task": config.task, "kind": config.kind, "model": config.model,
                                "seed": config.seed, "main_metric": run.task.main_metric,
                                "dtype": run.dtype}
@@ -323,7 +323,8 @@ def run_finetune(config: FinetuneConfig, resume: bool = False) -> dict[str, Any]
             results["test_predictions"] = str(path)
         if all(_has_gold(e) for e in run.examples["test"]):
             results["test"] = run.scores("test", predictions)
-    (out / RESULTS_NAME).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / RESULTS_NAME,
+                      json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     return results
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zhplm.config import preset
+from zhplm.config import atomic_write_text, preset
 from zhplm.data.collate import InstanceStream, PretrainCollator
 from zhplm.data.instances import InstanceConfig, Instances, SpecialIds, build_instances
 from zhplm.data.masking import MaskingConfig
@@ -200,10 +200,10 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
         trainer.resume(checkpoint)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
+        atomic_write_text(out / "recipe.json", json.dumps(to_dict(recipe), indent=2) + "\n")
     metrics = trainer.fit()
     if env.is_main:
         model.save_pretrained(out / "model", tokenizer=tokenizer)
-        (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(out / "final_metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -8,6 +8,7 @@ Metrics: accuracy (+ macro-F1, MCC) for classes; Pearson/Spearman for regression
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zhplm.config import atomic_write_text
 from zhplm.errors import DataError
 from zhplm.modeling.heads import BertForSequenceClassification
 from zhplm.tasks.base import classification_stats
@@ -122,9 +124,9 @@ class TextTask:
     def write_predictions(self, path: Path, examples: Sequence[TextExample],
                           predictions: list[dict[str, Any]]) -> None:
         """TSV with a header: `id`, `label`, `score`."""
-        with open(path, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(["id", "label", "score"])
-            for example, prediction in zip(examples, predictions, strict=True):
-                writer.writerow([example.guid, prediction["label"],
-                                 f"{prediction['score']:.6f}"])
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+        writer.writerow(["id", "label", "score"])
+        for example, prediction in zip(examples, predictions, strict=True):
+            writer.writerow([example.guid, prediction["label"], f"{prediction['score']:.6f}"])
+        atomic_write_text(path, buffer.getvalue())

@@ -16,6 +16,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zhplm.config import atomic_write_text
 from zhplm.errors import DataError
 from zhplm.modeling.heads import BertForQuestionAnswering
 from zhplm.tasks.batching import Batch, Features, eval_batches
@@ -115,5 +116,5 @@ class QATask:
     def write_predictions(self, path: Path, examples: Sequence[QAExample],
                           predictions: dict[str, dict[str, Any]]) -> None:
         """`{qid: answer}` JSON, the format the official scripts read."""
-        path.write_text(json.dumps(predictions_to_json(predictions), ensure_ascii=False,
-                                   indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(predictions_to_json(predictions),
+                                           ensure_ascii=False, indent=1) + "\n")

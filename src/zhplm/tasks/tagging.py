@@ -16,6 +16,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zhplm.config import atomic_write_text
 from zhplm.errors import DataError
 from zhplm.modeling.heads import BertForTokenClassification
 from zhplm.tasks.base import classification_stats
@@ -152,8 +153,9 @@ class TaggingTask:
     def write_predictions(self, path: Path, examples: Sequence[TaggingExample],
                           predictions: list[list[str]]) -> None:
         """"token TAG" per line, a blank line after each sentence (the NER reader's format)."""
-        with open(path, "w", encoding="utf-8") as handle:
-            for example, tags in zip(examples, predictions, strict=True):
-                for token, tag in zip(example.tokens, tags, strict=True):
-                    handle.write(f"{token if token.strip() else '_'} {tag}\n")
-                handle.write("\n")
+        lines = []
+        for example, tags in zip(examples, predictions, strict=True):
+            lines += [f"{token if token.strip() else '_'} {tag}\n"
+                      for token, tag in zip(example.tokens, tags, strict=True)]
+            lines.append("\n")
+        atomic_write_text(path, "".join(lines))

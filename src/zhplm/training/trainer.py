@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from zhplm.config import atomic_write_text
 from zhplm.env import requested_dtype, resolve_dtype
 from zhplm.errors import CheckpointError, ConfigError, ZhplmError
 from zhplm.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
@@ -218,7 +219,7 @@ class Trainer:
             return
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     # ---- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
