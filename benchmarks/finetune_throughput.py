@@ -63,7 +63,7 @@ def run_zhplm(model_dir: Path, bf16: bool) -> dict:
     config = FinetuneConfig(task="reviews-sentiment", model=str(model_dir),
                             output_dir=tempfile.mkdtemp(prefix="zhplm-ft-bench-"),
                             max_train_examples=N_TRAIN, max_seq_length=SEQ, batch_size=BATCH,
-                            epochs=1, lr=1e-4, bf16=bf16, do_eval=False,
+                            epochs=1, lr=1e-4, dtype="bf16" if bf16 else "fp32", do_eval=False,
                             save_checkpoints=False, progress=False)
     run = FinetuneRun(config)
     # The first AdamW step imports torch._dynamo and sympy (~1.3 s, once per process);

@@ -69,7 +69,8 @@ def run_zhplm(size: str, bf16: bool, steps: int, vocab: Path, dataset: Path) -> 
         f"output_dir={out}", f"model.preset={size}", f"data.dataset={dataset}",
         f"data.vocab={vocab}", "data.seq_length=128", "data.short_seq_prob=0.0",
         "data.dev_fraction=0", "masking.strategy=token", "masking.max_predictions=20",
-        "train.batch_size=32", f"train.total_steps={steps + 5}", f"train.bf16={bf16}",
+        "train.batch_size=32", f"train.total_steps={steps + 5}",
+        f"train.dtype={'bf16' if bf16 else 'fp32'}",
         "train.report_steps=5", "train.save_checkpoint_steps=1000000",
         "train.progress=false",
     ])
