@@ -99,25 +99,41 @@ def test_bert_adamw_without_bias_correction_matches_the_formula():
 
 
 def test_layerwise_lr_decay_scales_each_depth():
-    from zhplm.config import preset
+    """ELECTRA's `_get_layer_lrs`: lr x decay ** (L + 2 - depth), task heads at depth L + 2,
+    layer i at i + 1, embeddings (and ELECTRA's embeddings_project) at 0."""
+    from zhplm.config import electra_preset, preset
+    from zhplm.modeling.electra import ElectraForSequenceClassification
     from zhplm.modeling.heads import BertForSequenceClassification
 
     model = BertForSequenceClassification(preset("L4-H128", vocab_size=100))
     optimizer = build_optimizer(model, OptimConfig(lr=1e-3, layer_decay=0.5))
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
-    # 4 layers: the head has depth 5 (lr x 1), layer 3 depth 4 (x 0.5), ..., embeddings x 0.5^5
     assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
-    assert lr_of[id(named["bert.encoder.layer.3.output.dense.weight"])] == pytest.approx(5e-4)
+    assert lr_of[id(named["bert.pooler.dense.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["bert.encoder.layer.3.output.dense.weight"])] == \
+        pytest.approx(1e-3 * 0.5**2)
     assert lr_of[id(named["bert.encoder.layer.0.attention.self.query.bias"])] == \
-        pytest.approx(1e-3 * 0.5**4)
-    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == \
         pytest.approx(1e-3 * 0.5**5)
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == \
+        pytest.approx(1e-3 * 0.5**6)
     decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     assert decay_of[id(named["bert.encoder.layer.0.attention.self.query.bias"])] == 0.0
     assert decay_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 0.01
     with pytest.raises(ConfigError, match="layer_decay"):
         OptimConfig(layer_decay=0.0)
+
+    discriminator, _ = electra_preset("electra-tiny", vocab_size=100, embedding_size=64)
+    electra = ElectraForSequenceClassification(discriminator)
+    optimizer = build_optimizer(electra, OptimConfig(lr=1e-3, layer_decay=0.8))
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(electra.named_parameters())
+    assert lr_of[id(named["electra.embeddings_project.weight"])] == pytest.approx(1e-3 * 0.8**4)
+    assert lr_of[id(named["electra.embeddings.LayerNorm.weight"])] == \
+        pytest.approx(1e-3 * 0.8**4)
+    assert lr_of[id(named["electra.encoder.layer.1.output.dense.weight"])] == \
+        pytest.approx(1e-3 * 0.8**2)
+    assert lr_of[id(named["classifier.out_proj.weight"])] == pytest.approx(1e-3)
 
 
 class ReferenceAdamW:

@@ -1,8 +1,8 @@
 """zhplm: BERT-family language models, Chinese first.
 
 Public names mirror `transformers` on purpose: `Tokenizer`, `ModelConfig`, `BertModel`,
-`BertForMaskedLM`, `BertForPreTraining`, `pipeline`. Heavy modules load on first use, so
-`import zhplm` (and `zhplm --help`) stays fast.
+`BertForMaskedLM`, `BertForPreTraining`, `ElectraForPreTraining`, `load_model`, `pipeline`.
+Heavy modules load on first use, so `import zhplm` (and `zhplm --help`) stays fast.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ _EXPORTS = {
     "BertModel": "zhplm.modeling.bert",
     "BertForMaskedLM": "zhplm.modeling.bert",
     "BertForPreTraining": "zhplm.modeling.bert",
+    "ElectraConfig": "zhplm.config",
+    "electra_preset": "zhplm.config",
+    "ElectraModel": "zhplm.modeling.electra",
+    "ElectraForPreTraining": "zhplm.modeling.electra",
+    "ElectraForMaskedLM": "zhplm.modeling.electra",
+    "load_model": "zhplm.modeling.auto",
     "Tokenizer": "zhplm.tokenization",
     "build_vocab": "zhplm.tokenization",
     "pipeline": "zhplm.pipelines",

@@ -2,7 +2,11 @@
 
 The presets cover the UER-py RoBERTa miniature grid (L in {2,4,6,8,10,12} x H in
 {128,256,512,768}, heads = H/64, FFN = 4H) with the aliases tiny/mini/small/medium/base,
-BERT-large and LERT-small.
+BERT-large and LERT-small; and HFL's Chinese ELECTRA sizes (`electra_preset`), each a
+discriminator config plus its generator config.
+
+A `config.json` is read by its `model_type`: `bert` (and `roberta`) give a `ModelConfig`,
+`electra` an `ElectraConfig` (the same fields plus `embedding_size` and HF's `summary_*`).
 """
 
 from __future__ import annotations
@@ -101,13 +105,19 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
-        """Build from an HF config dict; unknown keys go to `extra`."""
+        """Build from an HF config dict (the class its `model_type` names); unknown keys go
+        to `extra`."""
         model_type = data.get("model_type", "bert")
-        if model_type not in ("bert", "roberta", "electra"):
+        if model_type not in CONFIG_CLASSES:
             raise ConfigError(
                 f"{source}: model_type={model_type!r} is not a BERT-family encoder zhplm loads "
-                f"(expected 'bert')"
+                f"(expected one of {', '.join(sorted(CONFIG_CLASSES))})"
             )
+        target = CONFIG_CLASSES[model_type]
+        if target is not cls and issubclass(target, cls):
+            return target.from_dict(data, source)
+        if target is not cls:
+            raise ConfigError(f"{source}: model_type={model_type!r} is not a {cls.__name__}")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known}
@@ -142,7 +152,15 @@ class ModelConfig:
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike[str]) -> ModelConfig:
         """Read `config.json` from a model directory."""
-        return cls.from_json_file(Path(model_dir) / CONFIG_NAME)
+        model_dir = Path(model_dir)
+        if not (model_dir / CONFIG_NAME).is_file() and \
+                (model_dir / "discriminator" / CONFIG_NAME).is_file():
+            raise CheckpointError(
+                f"{model_dir}: holds an ELECTRA pair, not one model; pass "
+                f"{model_dir / 'discriminator'} (fine-tuning, embeddings, replaced-token "
+                f"detection) or {model_dir / 'generator'} (fill-mask)"
+            )
+        return cls.from_json_file(model_dir / CONFIG_NAME)
 
     def save_pretrained(self, model_dir: str | os.PathLike[str]) -> Path:
         """Write `config.json` into `model_dir` (created if needed)."""
@@ -152,6 +170,37 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class ElectraConfig(ModelConfig):
+    """HF's `ElectraConfig`: a BERT encoder whose embeddings are `embedding_size` wide
+    (projected to `hidden_size` by `embeddings_project` when the two differ), plus the
+    `summary_*` keys HF writes. A discriminator and its generator each have one."""
+
+    embedding_size: int | None = None  # None: hidden_size
+    summary_type: str = "first"
+    summary_use_proj: bool = True
+    summary_activation: str = "gelu"
+    summary_last_dropout: float = 0.1
+    position_embedding_type: str = "absolute"
+    model_type: str = "electra"
+
+    def validate(self) -> None:
+        if self.embedding_size is None:
+            self.embedding_size = self.hidden_size
+        super().validate()
+        value = self.embedding_size
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"config field 'embedding_size' must be a positive integer, "
+                              f"got {value!r}")
+        if self.position_embedding_type != "absolute":
+            raise ConfigError(f"position_embedding_type={self.position_embedding_type!r}: "
+                              f"zhplm's ELECTRA has absolute positions only")
+
+
+CONFIG_CLASSES: dict[str, type[ModelConfig]] = {"bert": ModelConfig, "roberta": ModelConfig,
+                                                "electra": ElectraConfig}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -191,8 +240,47 @@ PRESETS["lert-small"] = _shape(12, 256, 4)
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
     """A `ModelConfig` for a named size (`tiny`, `L4-H256`, `bert-large`, `lert-small`, ...)."""
+    if name in ELECTRA_PRESETS:
+        raise ConfigError(f"preset {name!r} is an ELECTRA pair: use electra_preset({name!r}), "
+                          f"which gives the discriminator and the generator config")
     if name not in PRESETS:
         raise ConfigError(
-            f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
+            f"unknown preset {name!r}; choose one of: "
+            f"{', '.join(sorted(PRESETS) + sorted(ELECTRA_PRESETS))}"
         )
     return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+# HFL's Chinese ELECTRA (ymcui/Chinese-ELECTRA): discriminator sizes, with embedding_size.
+# The generator has the same layers and embeddings, hidden = generator_hidden_fraction x H.
+ELECTRA_PRESETS: dict[str, dict[str, int]] = {
+    "electra-tiny": {**_shape(2, 128, 2), "embedding_size": 128},
+    "electra-small": {**_shape(12, 256, 4), "embedding_size": 128},
+    "electra-small-ex": {**_shape(24, 256, 4), "embedding_size": 256},
+    "electra-base": {**_shape(12, 768, 12), "embedding_size": 768},
+    "electra-large": {**_shape(24, 1024, 16), "embedding_size": 1024},
+}
+GENERATOR_HIDDEN_FRACTION = 0.25
+
+
+def generator_config(discriminator: ElectraConfig,
+                     fraction: float = GENERATOR_HIDDEN_FRACTION) -> ElectraConfig:
+    """ELECTRA's generator for a discriminator (google-research/electra
+    `get_generator_config`): same layers and embeddings, hidden = round(fraction x H),
+    heads = max(1, hidden // 64), FFN = 4 x hidden."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"generator_hidden_fraction={fraction} must be in (0, 1]")
+    hidden = max(1, int(round(discriminator.hidden_size * fraction)))
+    return discriminator.replace(hidden_size=hidden, num_attention_heads=max(1, hidden // 64),
+                                 intermediate_size=4 * hidden, extra=dict(discriminator.extra))
+
+
+def electra_preset(name: str, generator_hidden_fraction: float = GENERATOR_HIDDEN_FRACTION,
+                   **overrides: Any) -> tuple[ElectraConfig, ElectraConfig]:
+    """(discriminator, generator) configs of a named ELECTRA size (`electra-tiny`,
+    `electra-small`, `electra-small-ex`, `electra-base`, `electra-large`)."""
+    if name not in ELECTRA_PRESETS:
+        raise ConfigError(f"unknown ELECTRA preset {name!r}; choose one of: "
+                          f"{', '.join(ELECTRA_PRESETS)}")
+    discriminator = ElectraConfig(**{**ELECTRA_PRESETS[name], **overrides})
+    return discriminator, generator_config(discriminator, generator_hidden_fraction)

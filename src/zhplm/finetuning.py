@@ -34,6 +34,15 @@ import torch
 from zhplm.config import ModelConfig, atomic_write_text
 from zhplm.env import requested_dtype, resolve_dtype
 from zhplm.errors import CheckpointError, ConfigError
+from zhplm.modeling.auto import (
+    QUESTION_ANSWERING,
+    SEQUENCE_CLASSIFICATION,
+    TOKEN_CLASSIFICATION,
+    check_role,
+    family,
+    head_of_architecture,
+    load_model,
+)
 from zhplm.modeling.heads import labels_of, with_labels
 from zhplm.recipe import from_dict, load_file, recipe_from_data, to_dict
 from zhplm.tasks.base import Task, TaskModule
@@ -81,7 +90,7 @@ class FinetuneConfig:
     lr: float = 3e-5
     warmup: float = 0.1
     weight_decay: float = 0.01
-    layer_decay: float = 1.0
+    layer_decay: float | None = None  # None: 0.8 for ELECTRA (its fine-tuning code), else 1
     schedule: str = "linear"
     bias_correction: bool = True  # False: BERT's / UER-py's AdamW (see `preset="uer"`)
     max_grad_norm: float = 1.0  # gradient clipping; 0 = none (UER-py)
@@ -145,14 +154,17 @@ def load_examples(config: FinetuneConfig, split: str) -> list[Any]:
     return examples
 
 
+KIND_HEADS = {"classification": SEQUENCE_CLASSIFICATION, "pair": SEQUENCE_CLASSIFICATION,
+              "regression": SEQUENCE_CLASSIFICATION, "ner": TOKEN_CLASSIFICATION,
+              "pos": TOKEN_CLASSIFICATION, "mrc": QUESTION_ANSWERING}
+DEFAULT_LAYER_DECAY = {"bert": 1.0, "electra": 0.8}
+
+
 def head_labels(model_dir: Path, kind: str) -> list[str] | None:
     """Labels of a fine-tuned head of this kind in `model_dir` (None for a backbone)."""
     config = ModelConfig.from_pretrained(model_dir)
-    heads = {"classification": "BertForSequenceClassification",
-             "pair": "BertForSequenceClassification", "regression":
-             "BertForSequenceClassification", "ner": "BertForTokenClassification",
-             "pos": "BertForTokenClassification", "mrc": "BertForQuestionAnswering"}
-    if heads[kind] not in config.extra.get("architectures", []) or kind == "mrc":
+    saved = {head_of_architecture(a) for a in config.extra.get("architectures") or []}
+    if KIND_HEADS[kind] not in saved or kind == "mrc":
         return None
     return labels_of(config)
 
@@ -252,14 +264,18 @@ class FinetuneRun:
         checkpoint = latest_checkpoint(self.out) if resume else None
         source = checkpoint or model_dir
         base = ModelConfig.from_pretrained(source)
+        check_role(source, base, self.task.head)
         model_config = base if self.task.kind == "mrc" else with_labels(
             base, labels, regression=self.task.kind == "regression")
         torch.manual_seed(config.seed)
         # A head trained for another task (same `classifier` name, other meaning) is not loaded.
-        same_head = self.task.model_class.__name__ in base.extra.get("architectures", [])
-        self.model = self.task.model_class.from_pretrained(
-            source, config=model_config,
-            exclude=() if same_head else ("classifier.", "qa_outputs."))
+        same_head = self.task.head in {head_of_architecture(a) for a in
+                                       base.extra.get("architectures") or []}
+        self.model = load_model(source, self.task.head, config=model_config,
+                                exclude=() if same_head else ("classifier.", "qa_outputs."))
+        # ELECTRA's fine-tuning decays the lr layer by layer (0.8) unless told otherwise.
+        self.layer_decay = config.layer_decay if config.layer_decay is not None else \
+            DEFAULT_LAYER_DECAY[family(base)]
         self.checkpoint = checkpoint
         limit = min(config.max_seq_length, self.model.config.max_position_embeddings)
         self.features: dict[str, Features] = {
@@ -299,7 +315,7 @@ def run_finetune(config: FinetuneConfig, resume: bool = False) -> dict[str, Any]
                       json.dumps(to_dict(config), indent=2, ensure_ascii=False) + "\n")
     results: dict[str, Any] = {"task": config.task, "kind": config.kind, "model": config.model,
                                "seed": config.seed, "main_metric": run.task.main_metric,
-                               "dtype": run.dtype}
+                               "dtype": run.dtype, "layer_decay": run.layer_decay}
     has_dev = "dev" in run.features and config.do_eval
     if has_dev and not all(_has_gold(e) for e in run.examples["dev"]):
         logger.warning("%s: the dev set has examples without labels; it is not evaluated "
@@ -312,7 +328,7 @@ def run_finetune(config: FinetuneConfig, resume: bool = False) -> dict[str, Any]
         results.update(_train(run, has_dev))
     final_dir = out / BEST_DIR if (out / BEST_DIR).is_dir() else out / "model"
     if config.do_train and final_dir.is_dir():
-        run.model = run.task.model_class.from_pretrained(final_dir)
+        run.model = load_model(final_dir, run.task.head)
     if has_dev:
         results["dev"] = run.scores("dev")
     if "test" in run.features:
@@ -337,7 +353,7 @@ def _train(run: FinetuneRun, has_dev: bool) -> dict[str, Any]:
     train_config = TrainConfig(
         total_steps=total_steps, batch_size=config.batch_size, grad_accum=config.grad_accum,
         optim=OptimConfig(lr=config.lr, weight_decay=config.weight_decay, warmup=config.warmup,
-                          schedule=config.schedule, layer_decay=config.layer_decay,
+                          schedule=config.schedule, layer_decay=run.layer_decay,
                           bias_correction=config.bias_correction,
                           max_grad_norm=config.max_grad_norm),
         dtype=run.dtype, seed=config.seed,

@@ -8,12 +8,28 @@ from zhplm.modeling.bert import (
     MaskedLMOutput,
     PreTrainingOutput,
 )
+from zhplm.modeling.electra import (
+    ElectraForMaskedLM,
+    ElectraForPreTraining,
+    ElectraForQuestionAnswering,
+    ElectraForSequenceClassification,
+    ElectraForTokenClassification,
+    ElectraModel,
+    ElectraPretrainingPair,
+)
 from zhplm.modeling.pretrained import PreTrainedModel
 
 __all__ = [
     "BertForMaskedLM",
     "BertForPreTraining",
     "BertModel",
+    "ElectraForMaskedLM",
+    "ElectraForPreTraining",
+    "ElectraForQuestionAnswering",
+    "ElectraForSequenceClassification",
+    "ElectraForTokenClassification",
+    "ElectraModel",
+    "ElectraPretrainingPair",
     "EncoderOutput",
     "MaskedLMOutput",
     "PreTrainedModel",

@@ -79,16 +79,19 @@ class PreTrainingOutput:
 
 
 class BertEmbeddings(nn.Module):
-    """Word + absolute position + token type embeddings, then LayerNorm and dropout."""
+    """Word + absolute position + token type embeddings, then LayerNorm and dropout.
 
-    def __init__(self, config: ModelConfig) -> None:
+    `width` is the embedding size: `hidden_size` for BERT, `embedding_size` for ELECTRA."""
+
+    def __init__(self, config: ModelConfig, width: int | None = None) -> None:
         super().__init__()
+        width = width or config.hidden_size
         self.word_embeddings = nn.Embedding(
-            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+            config.vocab_size, width, padding_idx=config.pad_token_id
         )
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
@@ -236,6 +239,7 @@ class BertModel(PreTrainedModel):
     """The encoder: `embeddings`, `encoder`, optional `pooler`."""
 
     base_model_prefix = ""
+    backbone_name = "bert"
 
     def __init__(self, config: ModelConfig, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
@@ -318,6 +322,11 @@ class BertForMaskedLM(PreTrainedModel):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config, self.bert.embeddings.word_embeddings)
         self.cls.apply(self._init_module)
+
+    def masked_lm_logits(self, hidden: Tensor) -> Tensor:
+        """Vocabulary logits of some positions' hidden states ([n, hidden] -> [n, vocab]);
+        every family's masked LM has this (the fill-mask pipeline uses it)."""
+        return self.cls(hidden)
 
     def forward(
         self,

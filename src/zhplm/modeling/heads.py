@@ -50,7 +50,8 @@ def with_labels(config: ModelConfig, labels: Sequence[str], regression: bool = F
     return config.replace(extra=extra)
 
 
-def _dropout(config: ModelConfig) -> nn.Dropout:
+def classifier_dropout(config: ModelConfig) -> nn.Dropout:
+    """HF's classifier dropout: `classifier_dropout` when set, else `hidden_dropout_prob`."""
     p = config.extra.get("classifier_dropout")
     return nn.Dropout(config.hidden_dropout_prob if p is None else float(p))
 
@@ -79,7 +80,7 @@ class BertForSequenceClassification(PreTrainedModel):
         super().__init__(config)
         self.num_labels = len(labels_of(config))
         self.bert = BertModel(config, add_pooling_layer=True)
-        self.dropout = _dropout(config)
+        self.dropout = classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, self.num_labels)
         self.classifier.apply(self._init_module)
 
@@ -99,7 +100,7 @@ class BertForTokenClassification(PreTrainedModel):
         super().__init__(config)
         self.num_labels = len(labels_of(config))
         self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = _dropout(config)
+        self.dropout = classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, self.num_labels)
         self.classifier.apply(self._init_module)
 

@@ -35,7 +35,7 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.jso
                    "tokenizer.json")
 # Keys that are tied to other parameters or are buffers: present in some files, never loaded.
 IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids",
-                    "cls.predictions.decoder.weight")
+                    "cls.predictions.decoder.weight", "generator_lm_head.weight")
 
 M = TypeVar("M", bound="PreTrainedModel")
 
@@ -91,8 +91,14 @@ def load_state_dict(model_dir: Path) -> dict[str, Tensor]:
     )
 
 
-def normalize_keys(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """Map checkpoint keys onto zhplm/HF names for a model whose backbone is at `prefix`."""
+BACKBONE_PARTS = ("embeddings.", "embeddings_project.", "encoder.", "pooler.")
+
+
+def normalize_keys(state: dict[str, Tensor], prefix: str, backbone: str = "bert"
+                   ) -> dict[str, Tensor]:
+    """Map checkpoint keys onto zhplm/HF names for a model whose backbone is at `prefix`
+    ("" for a bare encoder); `backbone` is the family's backbone name in head models
+    (`bert`, `electra`)."""
     out: dict[str, Tensor] = {}
     for key, tensor in state.items():
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight")
@@ -103,13 +109,15 @@ def normalize_keys(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     if "cls.predictions.decoder.bias" in out:
         bias = out.pop("cls.predictions.decoder.bias")
         out.setdefault("cls.predictions.bias", bias)
-    has_prefixed = any(k.startswith("bert.") for k in out)
+    has_prefixed = any(k.startswith(f"{backbone}.") for k in out)
     if prefix and not has_prefixed:
         # A bare encoder checkpoint (e.g. a sentence-transformers BertModel) under a head model.
-        out = {k if k.startswith("cls.") else f"{prefix}.{k}": v for k, v in out.items()}
+        out = {f"{prefix}.{k}" if k.startswith(BACKBONE_PARTS) else k: v
+               for k, v in out.items()}
     elif not prefix and has_prefixed:
         # A head checkpoint loaded as a bare encoder: keep the backbone, drop the heads.
-        out = {k[len("bert."):]: v for k, v in out.items() if k.startswith("bert.")}
+        out = {k[len(backbone) + 1:]: v for k, v in out.items()
+               if k.startswith(f"{backbone}.")}
     return out
 
 
@@ -126,6 +134,8 @@ class PreTrainedModel(nn.Module):
     """Base class: weight init, `from_pretrained` and `save_pretrained` in HF layout."""
 
     base_model_prefix = ""
+    backbone_name = "bert"  # the backbone's name inside head models of this family
+    config_class: type[ModelConfig] = ModelConfig
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -150,6 +160,11 @@ class PreTrainedModel(nn.Module):
     def init_weights(self) -> None:
         """N(0, initializer_range) for linear/embedding weights, zero biases, LayerNorm 1/0."""
         self.apply(self._init_module)
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The backbone encoder (`self.bert`, `self.electra`; the model itself when bare)."""
+        return getattr(self, self.base_model_prefix) if self.base_model_prefix else self
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (tied weights counted once)."""
@@ -178,6 +193,11 @@ class PreTrainedModel(nn.Module):
                 f"and model.safetensors (zhplm never downloads from a hub)"
             )
         config = config or ModelConfig.from_pretrained(model_dir)
+        if type(config) is not cls.config_class:
+            raise CheckpointError(
+                f"{model_dir}: model_type={config.model_type!r} cannot be loaded as "
+                f"{cls.__name__}; load it with zhplm.modeling.load_model, which picks the "
+                f"class for the directory's model_type")
         n_vocab = tokenizer_vocab_size(model_dir)
         if n_vocab is not None and n_vocab > config.vocab_size:
             raise CheckpointError(
@@ -187,7 +207,8 @@ class PreTrainedModel(nn.Module):
                 f"vocab_size={n_vocab}"
             )
         model = cls(config, **model_kwargs)
-        state = normalize_keys(load_state_dict(model_dir), cls.base_model_prefix)
+        state = normalize_keys(load_state_dict(model_dir), cls.base_model_prefix,
+                               cls.backbone_name)
         state = {k: v for k, v in state.items() if not k.startswith(exclude)} if exclude \
             else state
         model.load_checkpoint_state(state, source=str(model_dir))

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from zhplm.modeling.pretrained import PreTrainedModel
 from zhplm.tasks.batching import Batch, Features
 from zhplm.tokenization import Tokenizer
 
@@ -23,7 +22,7 @@ class Task(Protocol):
 
     kind: str  # "classification", "pair", "regression", "ner", "pos", "mrc"
     main_metric: str  # the dev metric that picks the best checkpoint (higher is better)
-    model_class: type[PreTrainedModel]
+    head: str  # the model head it trains (`zhplm.modeling.auto`), in any family
     labels: list[str]
 
     def encode(self, examples: Sequence[Any], tokenizer: Tokenizer, max_seq_length: int

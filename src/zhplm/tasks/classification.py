@@ -1,7 +1,8 @@
 """Single-sentence and sentence-pair classification, and regression (one output, MSE).
 
 Inputs are `[CLS] text_a [SEP] (text_b [SEP])`, truncated longest-first to
-`max_seq_length`; the head is `BertForSequenceClassification` on the pooled [CLS].
+`max_seq_length`; the head is the family's sequence classifier (BERT: pooled [CLS];
+ELECTRA: first token).
 Metrics: accuracy (+ macro-F1, MCC) for classes; Pearson/Spearman for regression.
 """
 
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from zhplm.config import atomic_write_text
 from zhplm.errors import DataError
-from zhplm.modeling.heads import BertForSequenceClassification
+from zhplm.modeling.auto import SEQUENCE_CLASSIFICATION
 from zhplm.tasks.base import classification_stats
 from zhplm.tasks.batching import Batch, Features, eval_batches
 from zhplm.tasks.examples import TextExample
@@ -34,7 +35,7 @@ logger = logging.getLogger("zhplm")
 class TextTask:
     """Classification (`kind` "classification" or "pair") or "regression" over TextExamples."""
 
-    model_class = BertForSequenceClassification
+    head = SEQUENCE_CLASSIFICATION
 
     def __init__(self, kind: str, labels: Sequence[str]) -> None:
         self.kind = kind

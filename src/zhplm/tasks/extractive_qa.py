@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from zhplm.config import atomic_write_text
 from zhplm.errors import DataError
-from zhplm.modeling.heads import BertForQuestionAnswering
+from zhplm.modeling.auto import QUESTION_ANSWERING
 from zhplm.tasks.batching import Batch, Features, eval_batches
 from zhplm.tasks.examples import QAExample
 from zhplm.tasks.metrics import cmrc_scores
@@ -31,7 +31,7 @@ class QATask:
 
     kind = "mrc"
     main_metric = "f1"
-    model_class = BertForQuestionAnswering
+    head = QUESTION_ANSWERING
 
     def __init__(self, *, doc_stride: int = 128, max_query_length: int = 64, n_best: int = 20,
                  max_answer_length: int = 30) -> None:

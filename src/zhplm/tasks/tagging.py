@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from zhplm.config import atomic_write_text
 from zhplm.errors import DataError
-from zhplm.modeling.heads import BertForTokenClassification
+from zhplm.modeling.auto import TOKEN_CLASSIFICATION
 from zhplm.tasks.base import classification_stats
 from zhplm.tasks.batching import IGNORE_INDEX, Batch, Features, eval_batches
 from zhplm.tasks.examples import TaggingExample
@@ -47,7 +47,7 @@ def _windows(word_ids: list[int], budget: int) -> list[tuple[int, int]]:
 class TaggingTask:
     """NER (`kind="ner"`, entity F1 with `scheme`) or POS tagging (`kind="pos"`)."""
 
-    model_class = BertForTokenClassification
+    head = TOKEN_CLASSIFICATION
 
     def __init__(self, kind: str, labels: Sequence[str], scheme: str = "BIO") -> None:
         self.kind = kind

@@ -73,20 +73,23 @@ def no_decay(name: str) -> bool:
 
 
 _LAYER = re.compile(r"encoder\.layer\.(\d+)\.")
+_EMBEDDINGS = re.compile(r"(^|\.)embeddings(_project)?\.")
 
 
 def layer_depth(name: str, num_layers: int) -> int:
-    """0 for embeddings, i + 1 for encoder layer i, num_layers + 1 for pooler and heads."""
+    """ELECTRA's depths (`_get_layer_lrs`): 0 for the embeddings and `embeddings_project`,
+    i + 1 for encoder layer i, num_layers + 2 for everything else (pooler, task heads)."""
     match = _LAYER.search(name)
     if match:
         return int(match.group(1)) + 1
-    return 0 if "embeddings." in name else num_layers + 1
+    return 0 if _EMBEDDINGS.search(name) else num_layers + 2
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
                      ) -> list[dict]:
     """Decayed weights and the rest (bias, LayerNorm); with `layer_decay < 1` also one pair
-    per depth, whose lr is scaled by `layer_decay ** (num_layers + 1 - depth)` (ELECTRA)."""
+    per depth, whose lr is scaled by `layer_decay ** (num_layers + 2 - depth)`, exactly as
+    ELECTRA's fine-tuning: heads 1, top layer decay^2, embeddings decay^(L+2)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     layers = [int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))]
     num_layers = max(layers) + 1 if layers else 0
@@ -96,7 +99,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float =
         decayed = not no_decay(name)
         group = groups.setdefault((depth, decayed), {
             "params": [], "weight_decay": weight_decay if decayed else 0.0,
-            "lr_scale": layer_decay ** (num_layers + 1 - depth) if layer_decay < 1 else 1.0,
+            "lr_scale": layer_decay ** (num_layers + 2 - depth) if layer_decay < 1 else 1.0,
         })
         group["params"].append(param)
     return [groups[key] for key in sorted(groups, key=lambda k: (k[0], not k[1]))]
