@@ -47,3 +47,22 @@ def zh_vocab_dir(tmp_path_factory: pytest.TempPathFactory, zh_corpus_lines: list
     build_vocab(iter(zh_corpus_lines), vocab_size=8000, out=out / "vocab.txt")
     Tokenizer.from_pretrained(out).save_pretrained(out)
     return out
+
+
+PRETRAIN_SUBSET_DOCUMENTS = 3000
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory, zh_vocab_dir: Path) -> Path:
+    """A pre-training dataset of the first reviews and People's Daily documents of the
+    built-in corpus (zh_vocab_dir's vocab)."""
+    from zhplm import datasets
+    from zhplm.data.corpus import preprocess
+
+    root = tmp_path_factory.mktemp("pretrain_data")
+    lines = list(datasets.corpus_lines())
+    subset = lines[: PRETRAIN_SUBSET_DOCUMENTS // 2] + lines[-PRETRAIN_SUBSET_DOCUMENTS // 2 :]
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(subset) + "\n", encoding="utf-8")
+    preprocess([corpus], zh_vocab_dir / "vocab.txt", root / "dataset")
+    return root / "dataset"

@@ -25,7 +25,7 @@ def test_help_lists_every_verb_in_one_line_each():
                             text=True, check=True)
     verbs = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001
     for verb in ("init", "fill-mask", "embed", "build-vocab", "info", "preprocess", "pretrain",
-                 "finetune", "evaluate", "classify", "ner", "qa", "plot", "env"):
+                 "finetune", "evaluate", "classify", "ner", "qa", "plot", "env", "rtd"):
         assert verb in verbs
         line = next(x for x in result.stdout.splitlines() if x.strip().startswith(verb + " "))
         assert len(line.split(verb, 1)[1].strip()) > 10  # a one-line description

@@ -1,6 +1,5 @@
 """Pre-training end to end on the built-in corpus: learning, exact resume, torchrun, errors."""
 
-import json
 import os
 import signal
 import subprocess
@@ -11,55 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from pretrain_helpers import pretrain_cli as _cli
+from pretrain_helpers import read_losses, recipe_args
 from safetensors.torch import load_file
 
-from zhplm import datasets
 from zhplm.cli import main
 from zhplm.data.corpus import preprocess
 from zhplm.errors import CheckpointError, ConfigError, DataError
 from zhplm.pretraining import PretrainRecipe, run_pretraining
 from zhplm.recipe import load_recipe
-
-SUBSET_DOCUMENTS = 3000
-
-
-@pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory, zh_vocab_dir):
-    """A dataset of the first reviews and People's Daily documents of the built-in corpus."""
-    root = tmp_path_factory.mktemp("pretrain_data")
-    lines = list(datasets.corpus_lines())
-    subset = lines[: SUBSET_DOCUMENTS // 2] + lines[-SUBSET_DOCUMENTS // 2 :]
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(subset) + "\n", encoding="utf-8")
-    preprocess([corpus], zh_vocab_dir / "vocab.txt", root / "dataset")
-    return root / "dataset"
-
-
-def recipe_args(dataset, vocab_dir, out, **extra):
-    settings = {
-        "output_dir": str(out),
-        "model.preset": "tiny",
-        "data.dataset": str(dataset),
-        "data.vocab": str(vocab_dir / "vocab.txt"),
-        "data.seq_length": 64,
-        "data.dev_fraction": 0.05,
-        "data.eval_instances": 128,
-        "masking.strategy": "wwm",
-        "train.batch_size": 16,
-        "train.total_steps": 20,
-        "train.report_steps": 1,
-        "train.save_checkpoint_steps": 10,
-        "train.progress": "false",
-        "train.optim.lr": 1e-3,
-        "train.optim.warmup": 0.1,
-    }
-    settings.update(extra)
-    return [f"{k}={v}" for k, v in settings.items()]
-
-
-def read_losses(run_dir):
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
 
 
 def test_short_tiny_run_lowers_held_out_mlm_loss(small_dataset, zh_vocab_dir, tmp_path):
@@ -78,12 +37,6 @@ def test_short_tiny_run_lowers_held_out_mlm_loss(small_dataset, zh_vocab_dir, tm
     assert (tmp_path / "run" / "checkpoints" / "step-00000150" / "training_state.pt").is_file()
     assert main(["plot", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "curves.png").stat().st_size > 10_000
-
-
-def _cli(args, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "zhplm", "pretrain", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def test_sigkill_then_resume_reproduces_the_losses(small_dataset, zh_vocab_dir, tmp_path):

@@ -20,24 +20,69 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Create a randomly initialised model directory from a size preset and a vocab."""
+    """Create a randomly initialised model directory from a size preset and a vocab (an
+    ELECTRA preset writes a pair: OUT/discriminator/ and OUT/generator/)."""
     import torch
 
-    from zhplm.config import preset
+    from zhplm.config import ELECTRA_PRESETS, PRESETS, preset
     from zhplm.modeling import BertForMaskedLM, BertForPreTraining, BertModel
     from zhplm.tokenization import Tokenizer
 
+    if args.preset not in PRESETS and args.preset not in ELECTRA_PRESETS:
+        raise InputError(
+            f"--preset {args.preset}: unknown preset; BERT presets (one model directory): "
+            f"{', '.join(sorted(PRESETS))}; ELECTRA presets (OUT/discriminator/ + "
+            f"OUT/generator/): {', '.join(ELECTRA_PRESETS)}")
+    if args.preset in ELECTRA_PRESETS:
+        return _init_electra_pair(args)
+    if args.generator_hidden_fraction is not None:
+        raise InputError(f"--generator-hidden-fraction sizes an ELECTRA generator; preset "
+                         f"{args.preset!r} is not an ELECTRA preset (use one of "
+                         f"{', '.join(ELECTRA_PRESETS)}, or drop the option)")
     tokenizer = Tokenizer.from_pretrained(args.vocab)
     config = preset(args.preset, vocab_size=tokenizer.vocab_size,
                     pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(args.seed)
     model_class = {"mlm": BertForMaskedLM, "pretraining": BertForPreTraining,
-                   "encoder": BertModel}[args.head]
+                   "encoder": BertModel}[args.head or "mlm"]
     model = model_class(config)
     model.save_pretrained(args.out, tokenizer=tokenizer)
     print(f"initialised {model_class.__name__} ({args.preset}: L={config.num_hidden_layers} "
           f"H={config.hidden_size}, {model.num_parameters() / 1e6:.2f}M parameters, "
           f"vocab {config.vocab_size}) in {args.out}")
+    return 0
+
+
+def _init_electra_pair(args: argparse.Namespace) -> int:
+    """`zhplm init --preset electra-*`: a discriminator and a generator sharing embeddings."""
+    import torch
+
+    from zhplm.config import GENERATOR_HIDDEN_FRACTION, electra_preset
+    from zhplm.modeling import ElectraPretrainingPair
+    from zhplm.modeling.electra import DISCRIMINATOR_DIR, GENERATOR_DIR
+    from zhplm.tokenization import Tokenizer
+
+    if args.head is not None:
+        raise InputError(f"--head {args.head} applies to BERT presets; {args.preset} writes an "
+                         f"ELECTRA pair ({DISCRIMINATOR_DIR}/ = ElectraForPreTraining, "
+                         f"{GENERATOR_DIR}/ = ElectraForMaskedLM); drop --head")
+    fraction = GENERATOR_HIDDEN_FRACTION if args.generator_hidden_fraction is None \
+        else args.generator_hidden_fraction
+    tokenizer = Tokenizer.from_pretrained(args.vocab)
+    discriminator, generator = electra_preset(
+        args.preset, generator_hidden_fraction=fraction, vocab_size=tokenizer.vocab_size,
+        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(args.seed)
+    pair = ElectraPretrainingPair(discriminator, generator)
+    out = pair.save_pretrained(args.out, tokenizer=tokenizer)
+    print(f"initialised an ELECTRA pair ({args.preset}, vocab {discriminator.vocab_size}, "
+          f"{pair.num_parameters() / 1e6:.2f}M parameters in all, embeddings shared) in {out}")
+    for name, model in ((DISCRIMINATOR_DIR, pair.discriminator),
+                        (GENERATOR_DIR, pair.generator)):
+        config = model.config
+        print(f"  {out / name}: {type(model).__name__} (L={config.num_hidden_layers} "
+              f"H={config.hidden_size} E={config.embedding_size}, "
+              f"{model.num_parameters() / 1e6:.2f}M parameters)")
     return 0
 
 
@@ -57,6 +102,26 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
         for n, predictions in enumerate(masks, 1):
             label = f"  mask {n}: " if len(masks) > 1 else "  "
             print(label + "  ".join(f"{p['token_str']} {p['score']:.3f}" for p in predictions))
+    return 0
+
+
+def cmd_rtd(args: argparse.Namespace) -> int:
+    """Replaced-token detection: each token's probability of having been replaced."""
+    from zhplm.pipelines import pipeline
+
+    detect = pipeline("replaced-token-detection", model=args.model, dtype=args.dtype,
+                      truncate=not args.no_truncate, threshold=args.threshold)
+    results = detect(args.text)
+    if args.json:
+        _print_json(results)
+        return 0
+    for text, tokens in zip(args.text, results, strict=True):
+        replaced = [t for t in tokens if t["replaced"]]
+        print(f"{text}\t{len(replaced)} of {len(tokens)} tokens replaced "
+              f"(p > {args.threshold:g})")
+        print("  " + "  ".join(
+            f"[{t['token']}] {t['score']:.3f}" if t["replaced"] else
+            f"{t['token']} {t['score']:.3f}" for t in tokens))
     return 0
 
 
@@ -108,6 +173,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "model_type": config.model_type,
         "layers": config.num_hidden_layers,
         "hidden_size": config.hidden_size,
+        **({"embedding_size": config.embedding_size}
+           if getattr(config, "embedding_size", None) is not None else {}),
         "heads": config.num_attention_heads,
         "intermediate_size": config.intermediate_size,
         "max_position_embeddings": config.max_position_embeddings,
@@ -321,16 +388,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = verb("init", cmd_init, "create a randomly initialised model directory")
     sub.add_argument("--preset", default="tiny", help="size: tiny, mini, small, medium, base, "
-                     "L4-H256 (any of the UER grid), bert-large, lert-small")
+                     "L4-H256 (any of the UER grid), bert-large, lert-small; or an ELECTRA "
+                     "pair: electra-tiny, electra-small, electra-small-ex, electra-base, "
+                     "electra-large (writes OUT/discriminator/ and OUT/generator/)")
     sub.add_argument("--vocab", required=True, help="vocab.txt, or a directory holding one")
     sub.add_argument("--out", required=True, help="output model directory")
-    sub.add_argument("--head", default="mlm", choices=["mlm", "pretraining", "encoder"],
-                     help="model class: BertForMaskedLM, BertForPreTraining or BertModel")
+    sub.add_argument("--head", choices=["mlm", "pretraining", "encoder"],
+                     help="BERT presets: BertForMaskedLM (mlm, default), BertForPreTraining "
+                          "or BertModel")
+    sub.add_argument("--generator-hidden-fraction", type=float,
+                     help="ELECTRA presets: generator hidden size as a fraction of the "
+                          "discriminator's (default 0.25)")
     sub.add_argument("--seed", type=int, default=42)
 
     sub = verb("fill-mask", cmd_fill_mask, "predict the [MASK] tokens of each text")
     sub.add_argument("--top-k", type=int, default=5, help="predictions per mask")
     sub.add_argument("--targets", nargs="+", help="restrict predictions to these tokens")
+    inference_options(sub)
+
+    sub = verb("rtd", cmd_rtd, "replaced-token detection with an ELECTRA discriminator")
+    sub.add_argument("--threshold", type=float, default=0.5,
+                     help="mark tokens whose replaced-probability exceeds this (default 0.5)")
     inference_options(sub)
 
     sub = verb("embed", cmd_embed, "sentence (or token) vectors for each text")

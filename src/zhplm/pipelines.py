@@ -5,6 +5,11 @@ model directory (HF layout) and its tokenizer, encode a batch in one call of the
 tokenizer, sort it by length so padding stays small, run under `torch.inference_mode`
 (in bf16 where the CPU runs it natively -- `dtype="auto"`, see `zhplm.env` -- with weights
 cast to bf16 plus autocast), and return plain Python/numpy results.
+
+A pipeline names the *head* it needs (`zhplm.modeling.auto`), never a model class:
+`load_model` picks the family (BERT, ELECTRA) from the directory's `model_type`, so every
+pipeline runs on every family that has its head. `replaced-token-detection` needs an
+ELECTRA discriminator; fill-mask on ELECTRA takes the generator.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import torch
 from torch import Tensor
 
 from zhplm.env import TORCH_DTYPES, resolve_dtype
-from zhplm.errors import InputError
-from zhplm.modeling.bert import BertForMaskedLM, BertModel
-from zhplm.modeling.heads import (
-    REGRESSION,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-    labels_of,
+from zhplm.errors import ConfigError, InputError
+from zhplm.modeling.auto import (
+    ENCODER,
+    MASKED_LM,
+    QUESTION_ANSWERING,
+    REPLACED_TOKEN_DETECTION,
+    SEQUENCE_CLASSIFICATION,
+    TOKEN_CLASSIFICATION,
+    load_model,
 )
+from zhplm.modeling.heads import REGRESSION, labels_of
 from zhplm.modeling.pretrained import PreTrainedModel
 from zhplm.tokenization import Tokenizer
 
@@ -37,9 +44,11 @@ logger = logging.getLogger("zhplm")
 
 
 class Pipeline:
-    """Shared machinery: tokenizer checks, truncation policy, batching, inference context."""
+    """Shared machinery: loading by head, tokenizer checks, truncation policy, batching,
+    inference context. A subclass sets `head` (a head of `zhplm.modeling.auto`) and, when
+    needed, `model_kwargs` for the model's constructor."""
 
-    model_class: type[PreTrainedModel] = BertModel
+    head: str = ENCODER
     model_kwargs: dict[str, Any] = {}
 
     def __init__(
@@ -56,8 +65,13 @@ class Pipeline:
             model_dir = Path(model)
             # A model we load ourselves is cast to bf16 outright (faster than autocast,
             # which keeps LayerNorm in fp32); an in-memory model is left as given.
-            self.model = self.model_class.from_pretrained(
-                model_dir, dtype=TORCH_DTYPES[self.dtype], **self.model_kwargs)
+            try:
+                self.model = load_model(model_dir, self.head, dtype=TORCH_DTYPES[self.dtype],
+                                        **self.model_kwargs)
+            except ConfigError as exc:  # e.g. no such head in this family: name the directory
+                if str(model_dir) in str(exc):
+                    raise
+                raise ConfigError(f"{model_dir}: {exc}") from None
             self.tokenizer = tokenizer or Tokenizer.from_pretrained(model_dir)
         else:
             if tokenizer is None:
@@ -137,7 +151,8 @@ class Pipeline:
 class FeatureExtractionPipeline(Pipeline):
     """Hidden states per token, or one pooled vector per text (`pooling="cls"|"mean"`)."""
 
-    model_kwargs = {"add_pooling_layer": False}
+    head = ENCODER
+    model_kwargs = {"add_pooling_layer": False}  # ELECTRA has no pooler and ignores this
 
     def __call__(
         self,
@@ -177,9 +192,10 @@ class FeatureExtractionPipeline(Pipeline):
 
 
 class FillMaskPipeline(Pipeline):
-    """Top-k predictions for each `[MASK]`, as transformers' fill-mask pipeline returns them."""
+    """Top-k predictions for each `[MASK]`, as transformers' fill-mask pipeline returns them.
+    Any family's masked LM: a BERT MLM directory or an ELECTRA generator."""
 
-    model_class = BertForMaskedLM
+    head = MASKED_LM
 
     def __init__(self, model: Any, tokenizer: Tokenizer | None = None, *, top_k: int = 5,
                  **options: Any) -> None:
@@ -232,9 +248,10 @@ class FillMaskPipeline(Pipeline):
         results: list[Any] = [None] * len(texts)
         with self._inference():
             for index, input_ids, attention, _ in self._batches(ids):
-                hidden = self.model.bert(input_ids, attention).last_hidden_state
+                hidden = self.model.base_model(input_ids, attention).last_hidden_state
                 rows, cols = torch.nonzero(input_ids == mask_id, as_tuple=True)
-                probs = self.model.cls(hidden[rows, cols]).float().softmax(-1)
+                logits = self.model.masked_lm_logits(hidden[rows, cols])
+                probs = logits.float().softmax(-1)
                 if target_ids is not None:
                     probs = probs[:, target_ids]
                 scores, predictions = probs.topk(top_k)
@@ -274,7 +291,7 @@ class TextClassificationPipeline(Pipeline):
     `[{"label", "score"}]`; `top_k=k` gives the k best per input (`None`: all labels).
     A regression head returns its value as `score`."""
 
-    model_class = BertForSequenceClassification
+    head = SEQUENCE_CLASSIFICATION
 
     def __init__(self, model: Any, tokenizer: Tokenizer | None = None, *, top_k: int | None = 1,
                  **options: Any) -> None:
@@ -349,7 +366,7 @@ class TokenClassificationPipeline(Pipeline):
     or the argmax of the averaged probabilities — then grouped as "simple"). `word` is the
     span of the original text, so Chinese entities read without spaces."""
 
-    model_class = BertForTokenClassification
+    head = TOKEN_CLASSIFICATION
     STRATEGIES = ("none", "simple", "first", "max", "average")
 
     def __init__(self, model: Any, tokenizer: Tokenizer | None = None, *,
@@ -453,7 +470,7 @@ class QuestionAnsweringPipeline(Pipeline):
     Long contexts are split into windows (`doc_stride`) and the best span over all windows
     wins; `score` is its softmax probability among the n-best spans."""
 
-    model_class = BertForQuestionAnswering
+    head = QUESTION_ANSWERING
 
     def __init__(self, model: Any, tokenizer: Tokenizer | None = None, *,
                  max_seq_length: int = 384, doc_stride: int = 128, max_query_length: int = 64,
@@ -504,6 +521,59 @@ class QuestionAnsweringPipeline(Pipeline):
         return results[0] if single else results
 
 
+class ReplacedTokenDetectionPipeline(Pipeline):
+    """ELECTRA's discriminator read out: for each token of a text (special tokens excluded),
+    the probability that it was replaced, `sigmoid(logit)`, as
+    `{"token", "start", "end", "score", "replaced"}` (`replaced`: score > `threshold`;
+    `start`/`end`: character offsets into the text). Needs an ELECTRA discriminator
+    directory (`DIR/discriminator`); other models have no replaced-token head."""
+
+    head = REPLACED_TOKEN_DETECTION
+
+    def __init__(self, model: Any, tokenizer: Tokenizer | None = None, *,
+                 threshold: float = 0.5, **options: Any) -> None:
+        super().__init__(model, tokenizer, **options)
+        self.threshold = self._check_threshold(threshold)
+
+    @staticmethod
+    def _check_threshold(threshold: float) -> float:
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise InputError(f"threshold={threshold} must be a probability in [0, 1]")
+        return float(threshold)
+
+    def __call__(self, inputs: str | Sequence[str], *, threshold: float | None = None
+                 ) -> list[Any]:
+        """For one text a list of per-token dicts; for a list of texts a list of such lists."""
+        threshold = self.threshold if threshold is None else self._check_threshold(threshold)
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        ids, offsets = self._encode_with_offsets(texts)
+        results: list[Any] = [None] * len(texts)
+        with self._inference():
+            for index, input_ids, attention, types in self._batches(ids):
+                logits = getattr(self.model(input_ids, attention, types), "logits", None)
+                if logits is None or logits.shape != input_ids.shape:
+                    raise InputError(
+                        f"{type(self.model).__name__} gives no replaced-token logit per "
+                        f"token; replaced-token detection needs an ELECTRA discriminator "
+                        f"(ElectraForPreTraining, saved in DIR/discriminator)")
+                probs = logits.float().sigmoid()
+                for row, i in enumerate(index):
+                    n = len(ids[i])
+                    results[i] = self._tokens(ids[i], offsets[i][:n - 1],
+                                              probs[row, :n].tolist(), threshold)
+        return results[0] if single else results
+
+    def _tokens(self, ids: list[int], offsets: list[tuple[int, int]], probs: list[float],
+                threshold: float) -> list[dict[str, Any]]:
+        """One dict per text token: [CLS], [SEP] (no span in the text) are left out."""
+        positions = [j for j in range(1, len(offsets)) if offsets[j][1] > offsets[j][0]]
+        pieces = self.tokenizer.convert_ids_to_tokens([ids[j] for j in positions])
+        return [{"token": piece, "start": offsets[j][0], "end": offsets[j][1],
+                 "score": probs[j], "replaced": probs[j] > threshold}
+                for j, piece in zip(positions, pieces, strict=True)]
+
+
 TASKS: dict[str, type[Pipeline]] = {
     "feature-extraction": FeatureExtractionPipeline,
     "fill-mask": FillMaskPipeline,
@@ -511,6 +581,7 @@ TASKS: dict[str, type[Pipeline]] = {
     "token-classification": TokenClassificationPipeline,
     "ner": TokenClassificationPipeline,
     "question-answering": QuestionAnsweringPipeline,
+    "replaced-token-detection": ReplacedTokenDetectionPipeline,
 }
 
 
@@ -520,7 +591,12 @@ def pipeline(task: str, model: str | os.PathLike[str] | PreTrainedModel, **optio
     Options: `tokenizer`, `batch_size` (32), `dtype` ("auto": bf16 where the CPU runs it
     natively, else fp32; or "fp32", "bf16"), `truncate`
     (True: over-long inputs are cut with a warning; False: they raise), and per task
-    `top_k` for fill-mask.
+    `top_k` for fill-mask and text-classification, `aggregation_strategy` for
+    token-classification, `threshold` (0.5) for replaced-token-detection.
+
+    The model directory may hold any family with the task's head (`zhplm.modeling.auto`):
+    BERT, or ELECTRA (the discriminator for every task but fill-mask, which takes the
+    generator).
     """
     if task not in TASKS:
         raise InputError(f"unknown pipeline task {task!r}; choose one of {', '.join(TASKS)}")

@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from zhplm.config import atomic_write_text, preset
+from zhplm.config import ELECTRA_PRESETS, atomic_write_text, electra_preset, preset
 from zhplm.data.collate import InstanceStream, PretrainCollator
 from zhplm.data.instances import InstanceConfig, Instances, SpecialIds, build_instances
 from zhplm.data.masking import MaskingConfig
 from zhplm.data.shards import TokenDataset
 from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.bert import BertForMaskedLM, BertForPreTraining
+from zhplm.modeling.electra import DISCRIMINATOR_DIR, ElectraPretrainingPair
+from zhplm.objectives.electra import ElectraSection
 from zhplm.objectives.pretraining import (
     SENTENCE_OBJECTIVES,
     PretrainingModule,
@@ -33,7 +35,7 @@ from zhplm.recipe import to_dict
 from zhplm.tokenization import Tokenizer
 from zhplm.training.checkpoint import latest_checkpoint
 from zhplm.training.distributed import init_distributed, shutdown
-from zhplm.training.trainer import TrainConfig, Trainer
+from zhplm.training.trainer import TrainConfig, Trainer, summarize
 
 logger = logging.getLogger("zhplm")
 DEV_EPOCH = 2**31 - 1  # masking seed of the held-out instances: fixed, unlike training epochs
@@ -41,7 +43,9 @@ DEV_EPOCH = 2**31 - 1  # masking seed of the held-out instances: fixed, unlike t
 
 @dataclass
 class ModelSection:
-    """The model to train: a size preset, or an existing model directory to start from."""
+    """The model to train: a size preset, or an existing model directory to start from
+    (for ELECTRA: an `electra-*` preset, or a directory holding discriminator/ and
+    generator/)."""
 
     preset: str = "tiny"
     init_from: str | None = None
@@ -75,7 +79,30 @@ class PretrainRecipe:
     data: DataSection = field(default_factory=DataSection)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     objectives: dict[str, float] = field(default_factory=lambda: {"mlm": 1.0})
+    electra: ElectraSection = field(default_factory=ElectraSection)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def is_electra(self) -> bool:
+        """True when the recipe trains ELECTRA (objective `electra`)."""
+        return bool(self.objectives.get("electra"))
+
+    def masking_config(self) -> MaskingConfig:
+        """The masking in force: `masking`, or ELECTRA's (from the `electra` section and
+        `masking.strategy`) for the electra objective."""
+        if not self.is_electra:
+            return self.masking
+        default = MaskingConfig()
+        changed = [name for name in ("mask_prob", "max_predictions", "mask_replace",
+                                     "random_replace")
+                   if getattr(self.masking, name) != getattr(default, name)]
+        if changed:
+            raise ConfigError(
+                f"masking.{changed[0]} is set, but the electra objective masks as ELECTRA "
+                f"does: electra.mask_prob of the tokens (at most int((mask_prob + 0.005) x "
+                f"seq_length)), 85% [MASK], 15% kept. Remove masking.{changed[0]}; set "
+                f"electra.mask_prob instead (masking.strategy is kept)")
+        return self.electra.masking(self.data.seq_length, self.masking.strategy)
 
 
 def split_documents(num_documents: int, dev_fraction: float) -> tuple[list[int], list[int]]:
@@ -89,20 +116,29 @@ def split_documents(num_documents: int, dev_fraction: float) -> tuple[list[int],
 
 
 def _load_model(recipe: PretrainRecipe, tokenizer: Tokenizer, resume_from: Path | None):
-    sentence = any(recipe.objectives.get(n) for n in SENTENCE_OBJECTIVES)
-    model_class = BertForPreTraining if sentence else BertForMaskedLM
     source = resume_from or (Path(recipe.model.init_from) if recipe.model.init_from else None)
-    if source is not None:
-        model = model_class.from_pretrained(source)
+    sizes = {"vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_token_id,
+             "max_position_embeddings": recipe.model.max_position_embeddings,
+             "hidden_dropout_prob": recipe.model.hidden_dropout_prob,
+             "attention_probs_dropout_prob": recipe.model.attention_probs_dropout_prob}
+    if recipe.is_electra:
+        if source is not None:
+            model = ElectraPretrainingPair.from_pretrained(source)
+        else:
+            if recipe.model.preset not in ELECTRA_PRESETS:
+                raise ConfigError(
+                    f"model.preset={recipe.model.preset!r}: the electra objective needs an "
+                    f"ELECTRA preset ({', '.join(ELECTRA_PRESETS)}) or model.init_from")
+            model = ElectraPretrainingPair(*electra_preset(
+                recipe.model.preset, recipe.electra.generator_hidden_fraction, **sizes))
+            model.discriminator.init_replaced_prior(recipe.electra.mask_prob)
     else:
-        config = preset(
-            recipe.model.preset, vocab_size=tokenizer.vocab_size,
-            pad_token_id=tokenizer.pad_token_id,
-            max_position_embeddings=recipe.model.max_position_embeddings,
-            hidden_dropout_prob=recipe.model.hidden_dropout_prob,
-            attention_probs_dropout_prob=recipe.model.attention_probs_dropout_prob,
-        )
-        model = model_class(config)
+        sentence = any(recipe.objectives.get(n) for n in SENTENCE_OBJECTIVES)
+        model_class = BertForPreTraining if sentence else BertForMaskedLM
+        if source is not None:
+            model = model_class.from_pretrained(source)
+        else:
+            model = model_class(preset(recipe.model.preset, **sizes))
     if model.config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(
             f"the model has vocab_size={model.config.vocab_size} but the vocab has "
@@ -116,12 +152,19 @@ def _load_model(recipe: PretrainRecipe, tokenizer: Tokenizer, resume_from: Path 
     return model.train()
 
 
-def _tokenizer(recipe: PretrainRecipe) -> Tokenizer:
-    vocab = recipe.data.vocab or recipe.model.init_from
-    if not vocab:
+def _vocab_source(recipe: PretrainRecipe) -> str:
+    """data.vocab, else the init_from model's vocab (an ELECTRA pair's discriminator's)."""
+    if recipe.data.vocab:
+        return recipe.data.vocab
+    if not recipe.model.init_from:
         raise ConfigError("data.vocab is required (a vocab.txt or a model directory) unless "
                           "model.init_from names a model directory with its tokenizer")
-    return Tokenizer.from_pretrained(vocab)
+    pair_member = Path(recipe.model.init_from) / DISCRIMINATOR_DIR
+    return str(pair_member) if pair_member.is_dir() else recipe.model.init_from
+
+
+def _tokenizer(recipe: PretrainRecipe) -> Tokenizer:
+    return Tokenizer.from_pretrained(_vocab_source(recipe))
 
 
 def make_evaluator(module: PretrainingModule, collate: PretrainCollator, dev: Instances,
@@ -133,17 +176,11 @@ def make_evaluator(module: PretrainingModule, collate: PretrainCollator, dev: In
         totals: dict[str, float] = {}
         for start in range(0, count, batch_size):
             batch = collate(dev, list(range(start, min(count, start + batch_size))), DEV_EPOCH)
-            _, stats = module(batch, {n: torch.tensor(1.0) for n in
-                                      (o.name for o, _ in module.objectives)})
+            _, stats = module(batch, module.normalizers([batch]))
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
-        out = {}
-        for objective, _ in module.objectives:
-            n = totals.get(f"{objective.name}_count", 0.0)
-            if n:
-                out[f"{objective.name}_loss"] = totals[f"{objective.name}_loss_sum"] / n
-                out[f"{objective.name}_acc"] = totals[f"{objective.name}_correct"] / n
-        return out
+        totals.pop("tokens", None)
+        return summarize(totals)
 
     return evaluate
 
@@ -172,12 +209,11 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
     if not recipe.data.dataset:
         raise ConfigError("data.dataset is required: a directory made by `zhplm preprocess`")
     dataset = TokenDataset(recipe.data.dataset)
-    dataset.check_vocab(recipe.data.vocab or recipe.model.init_from,
-                        source=str(recipe.data.dataset))
+    dataset.check_vocab(_vocab_source(recipe), source=str(recipe.data.dataset))
     model = _load_model(recipe, tokenizer, checkpoint if resume else None)
-    module = PretrainingModule(model, build_objectives(recipe.objectives))
+    module = PretrainingModule(model, build_objectives(recipe.objectives, recipe.electra))
     special = SpecialIds.from_tokenizer(tokenizer)
-    collate = PretrainCollator(recipe.masking, special, recipe.train.seed)
+    collate = PretrainCollator(recipe.masking_config(), special, recipe.train.seed)
     train_docs, dev_docs = split_documents(dataset.num_documents, recipe.data.dev_fraction)
     instance_config = recipe.data.instance_config()
 

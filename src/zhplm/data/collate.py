@@ -27,6 +27,7 @@ class PretrainBatch:
     attention_mask: Tensor
     mlm_positions: Tensor
     mlm_labels: Tensor
+    mlm_uniforms: Tensor  # one U[0, 1) per predicted position (ELECTRA's generator samples)
     sentence_labels: Tensor | None
     num_tokens: int
 
@@ -46,6 +47,7 @@ class PretrainCollator:
         input_ids = np.full((n, width), self.special.pad, dtype=np.int64)
         positions: list[np.ndarray] = []
         labels: list[np.ndarray] = []
+        uniforms: list[np.ndarray] = []
         for row, index in enumerate(indices):
             length = int(instances.lengths[index])
             ids = instances.input_ids[index, :length]
@@ -59,6 +61,7 @@ class PretrainCollator:
             input_ids[row, :length] = masked.input_ids
             positions.append(np.asarray(masked.positions, dtype=np.int64) + row * width)
             labels.append(np.asarray(masked.labels, dtype=np.int64))
+            uniforms.append(rng.random(len(masked.positions)))  # drawn after the mask
         lengths = instances.lengths[list(indices)]
         attention = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         sentence_labels = None
@@ -71,6 +74,7 @@ class PretrainCollator:
             attention_mask=torch.from_numpy(attention),
             mlm_positions=torch.from_numpy(np.concatenate(positions)),
             mlm_labels=torch.from_numpy(np.concatenate(labels)),
+            mlm_uniforms=torch.from_numpy(np.concatenate(uniforms)),
             sentence_labels=sentence_labels,
             num_tokens=int(lengths.sum()),
         )

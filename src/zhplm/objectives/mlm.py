@@ -52,7 +52,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor,  # noqa: ANN001
-                labels: Tensor, workspace: LogitsWorkspace | None) -> tuple[Tensor, Tensor]:
+                labels: Tensor, workspace: LogitsWorkspace | None,
+                uniforms: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         # Under autocast the product runs in the autocast dtype, as `F.linear` would; the
         # softmax is fp32 either way.
         device = hidden.device.type
@@ -70,14 +71,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
             exps = logits.sub_(top[:, None]).exp_()
             sums = exps.sum(dim=1)
             loss = (sums.log() + top - target).sum()
+            sampled = sample_rows(exps, sums, uniforms) if uniforms is not None \
+                else labels.new_empty(0)
         ctx.save_for_backward(h, w, exps, sums, labels)
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype)
-        ctx.mark_non_differentiable(correct)
-        return loss, correct
+        ctx.mark_non_differentiable(correct, sampled)
+        return loss, correct, sampled
 
     @staticmethod
-    def backward(ctx, grad_loss: Tensor, grad_correct: Tensor  # noqa: ANN001, ARG004
-                 ) -> tuple[Tensor | None, ...]:
+    def backward(ctx, grad_loss: Tensor, grad_correct: Tensor,  # noqa: ANN001, ARG004
+                 grad_sampled: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ARG004
         h, w, exps, sums, labels = ctx.saved_tensors
         hidden_dtype, weight_dtype, bias_dtype = ctx.dtypes
         # d loss / d logits = softmax - one_hot, times the incoming gradient.
@@ -93,7 +96,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_bias = grad.sum(dim=0).to(bias_dtype)
         if ctx.workspace is not None:
             ctx.workspace.give_back()
-        return grad_hidden, grad_weight, grad_bias, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None
+
+
+def sample_rows(weights: Tensor, totals: Tensor, uniforms: Tensor) -> Tensor:
+    """One index per row of non-negative `weights`, drawn with probability weight / total
+    by inverting the row's cumulative sum at `uniforms` (one number in [0, 1) per row).
+
+    This is an exact categorical sample, the same distribution as ELECTRA's Gumbel-max
+    (argmax of logits + Gumbel noise), from one uniform per row instead of one per row and
+    vocabulary entry; the uniforms come from each instance's own seed, so a sample does not
+    depend on how instances are split over processes."""
+    cumulative = weights.cumsum(dim=1)
+    targets = (uniforms.to(cumulative.dtype) * totals)[:, None]
+    index = torch.searchsorted(cumulative, targets, right=True).squeeze(1)
+    return index.clamp_(max=weights.shape[1] - 1)
 
 
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor, labels: Tensor,
@@ -103,10 +120,27 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Tensor, labels: T
     `F.cross_entropy(F.linear(hidden, weight, bias), labels, reduction="sum")` without its
     [n, vocab] temporaries. With a `workspace`, its buffer holds the logits when a backward
     will follow (grad enabled)."""
+    loss, correct, _ = _apply(hidden, weight, bias, labels, workspace, None)
+    return loss, correct
+
+
+def linear_cross_entropy_and_sample(hidden: Tensor, weight: Tensor, bias: Tensor,
+                                    labels: Tensor, uniforms: Tensor,
+                                    workspace: LogitsWorkspace | None = None
+                                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """`linear_cross_entropy`, plus one token per row sampled from softmax(logits) with
+    `uniforms` (see `sample_rows`): ELECTRA's generator loss and its samples from one
+    projection."""
+    return _apply(hidden, weight, bias, labels, workspace, uniforms)
+
+
+def _apply(hidden: Tensor, weight: Tensor, bias: Tensor, labels: Tensor,
+           workspace: LogitsWorkspace | None, uniforms: Tensor | None
+           ) -> tuple[Tensor, Tensor, Tensor]:
     backward = torch.is_grad_enabled() and any(
         t.requires_grad for t in (hidden, weight, bias))
     return _LinearCrossEntropy.apply(hidden, weight, bias, labels,
-                                     workspace if backward else None)
+                                     workspace if backward else None, uniforms)
 
 
 class MaskedLM:
@@ -117,11 +151,11 @@ class MaskedLM:
     def __init__(self) -> None:
         self.workspace = LogitsWorkspace()
 
-    def count(self, batch) -> float:  # noqa: ANN001 - PretrainBatch
-        return float(batch.mlm_labels.numel())
+    def counts(self, batch) -> dict[str, float]:  # noqa: ANN001 - PretrainBatch
+        return {"mlm": float(batch.mlm_labels.numel())}
 
     def loss(self, model: nn.Module, encoded: EncoderOutput, batch,  # noqa: ANN001
-             normalizer: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+             normalizers: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         hidden = encoded.last_hidden_state.flatten(0, 1).index_select(0, batch.mlm_positions)
         head = model.cls.predictions
         loss_sum, right = linear_cross_entropy(head.transform(hidden), head.decoder_weight,
@@ -129,4 +163,4 @@ class MaskedLM:
         correct = right.sum()
         stats = {"mlm_loss_sum": loss_sum.detach(), "mlm_correct": correct.float(),
                  "mlm_count": loss_sum.new_tensor(float(batch.mlm_labels.numel()))}
-        return loss_sum / normalizer.clamp(min=1), stats
+        return loss_sum / normalizers["mlm"].clamp(min=1), stats

@@ -18,15 +18,15 @@ class SentenceRelation:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def count(self, batch) -> float:  # noqa: ANN001 - PretrainBatch
-        return float(batch.input_ids.shape[0])
+    def counts(self, batch) -> dict[str, float]:  # noqa: ANN001 - PretrainBatch
+        return {self.name: float(batch.input_ids.shape[0])}
 
     def loss(self, model: nn.Module, encoded: EncoderOutput, batch,  # noqa: ANN001
-             normalizer: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+             normalizers: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         logits = model.cls.seq_relationship(encoded.pooler_output).float()
         loss_sum = F.cross_entropy(logits, batch.sentence_labels, reduction="sum")
         correct = (logits.argmax(-1) == batch.sentence_labels).sum()
         stats = {f"{self.name}_loss_sum": loss_sum.detach(),
                  f"{self.name}_correct": correct.float(),
                  f"{self.name}_count": logits.new_tensor(float(logits.shape[0]))}
-        return loss_sum / normalizer.clamp(min=1), stats
+        return loss_sum / normalizers[self.name].clamp(min=1), stats

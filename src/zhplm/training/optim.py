@@ -21,7 +21,7 @@ from torch import nn
 
 from zhplm.errors import ConfigError
 
-SCHEDULES = ("linear", "cosine", "constant")
+SCHEDULES = ("linear", "cosine", "constant", "electra")
 
 
 @dataclass
@@ -105,46 +105,58 @@ def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float =
     return [groups[key] for key in sorted(groups, key=lambda k: (k[0], not k[1]))]
 
 
-class BertAdamW(torch.optim.Optimizer):
-    """AdamW without bias correction (`bias_correction=False`), as BERT and UER-py train.
+class BertAdamW(torch.optim.AdamW):
+    """AdamW without bias correction (`bias_correction=False`), as BERT, ELECTRA and UER-py
+    train, on torch's fused AdamW kernel (one pass over each tensor: ~8x faster on a CPU than
+    a `foreach` update, which makes six).
 
-    With bias correction use `torch.optim.AdamW`; this class exists for the one option it
-    lacks. Per step: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
-    p -= lr m / (sqrt(v) + eps); then decoupled weight decay p -= lr wd p on the updated
-    weights, in UER-py's order (its `AdamW(correct_bias=False)`; BERT's TF optimiser decays
-    the old weights, a difference of order lr^2 wd). `foreach` updates.
+    Per step: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr m / (sqrt(v) + eps);
+    then decoupled weight decay p -= lr wd p on the updated weights, in UER-py's order (its
+    `AdamW(correct_bias=False)`; BERT's and ELECTRA's TF optimisers decay the old weights, a
+    difference of order lr^2 wd).
+
+    How the fused kernel is made to do this: every state's step count is pinned at 2^40, where
+    beta ** step is 0 in float32, so both bias corrections are exactly 1; and torch's order
+    (decay, then update) becomes UER-py's by running each decayed group with
+    lr' = lr (1 - lr wd) and wd' = wd / (1 - lr wd):
+    p (1 - lr' wd') - lr' u = (p - lr u)(1 - lr wd).
     """
+
+    PINNED_STEP = float(2**40)
 
     def __init__(self, params: Iterable, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
-                                  "weight_decay": weight_decay})
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         fused=True)
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
-        loss = closure() if closure is not None else None
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["exp_avg"] = torch.zeros_like(p)
-                    self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
-            exp_avg = [self.state[p]["exp_avg"] for p in params]
-            exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
-            beta1, beta2 = group["betas"]
-            torch._foreach_mul_(exp_avg, beta1)
-            torch._foreach_add_(exp_avg, grads, alpha=1 - beta1)
-            torch._foreach_mul_(exp_avg_sq, beta2)
-            torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
-            denom = torch._foreach_sqrt(exp_avg_sq)
-            torch._foreach_add_(denom, group["eps"])
-            torch._foreach_addcdiv_(params, exp_avg, denom, -group["lr"])
-            if group["weight_decay"]:
-                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-        return loss
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:  # created here so torch's first step does not count from 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format)
+                step = state.get("step")
+                if step is None or step.device != p.device or step.dtype != torch.float32:
+                    state["step"] = torch.tensor(self.PINNED_STEP, dtype=torch.float32,
+                                                 device=p.device)
+                else:
+                    step.fill_(self.PINNED_STEP)
+        saved = [(group["lr"], group["weight_decay"]) for group in self.param_groups]
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            if wd:
+                shrink = 1.0 - lr * wd
+                group["lr"], group["weight_decay"] = lr * shrink, wd / shrink
+        try:
+            return super().step(closure)
+        finally:
+            for group, (lr, wd) in zip(self.param_groups, saved, strict=True):
+                group["lr"], group["weight_decay"] = lr, wd
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
@@ -154,12 +166,17 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
         group["lr"] = config.lr * group.pop("lr_scale")
     if config.bias_correction:
         return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
-                                 foreach=True)
+                                 fused=True)
     return BertAdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
     """Multiplier of the peak lr at `step` (0-based): linear warmup, then the schedule."""
+    if schedule == "electra":
+        # google-research/electra: polynomial (linear) decay from step 0, times
+        # min(1, step / warmup) -- the warmup scales the decayed lr, the first step has lr 0.
+        warm = min(1.0, step / warmup_steps) if warmup_steps else 1.0
+        return warm * max(0.0, 1.0 - step / max(1, total_steps))
     if warmup_steps and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":

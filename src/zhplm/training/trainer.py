@@ -114,16 +114,23 @@ class BatchSource(Protocol):
 
 
 def summarize(stats: dict[str, float]) -> dict[str, float]:
-    """Turn summed statistics into means: `x_loss_sum / x_count` -> `x_loss`, and
-    `x_correct / x_count` -> `x_acc`."""
+    """Turn summed statistics into means: `x_loss_sum / x_count` -> `x_loss`,
+    `x_correct / x_count` -> `x_acc`; for a binary detector (ELECTRA's discriminator)
+    `x_true_pos / x_pred_pos` -> `x_precision`, `x_true_pos / x_pos` -> `x_recall` and
+    `x_pos / x_count` -> `x_pos_frac` (how many targets are positive)."""
     out: dict[str, float] = {}
     if stats.get("loss_count"):
         out["loss"] = stats["loss_sum"] / stats["loss_count"]
     for key, value in stats.items():
-        for suffix, name in (("_loss_sum", "_loss"), ("_correct", "_acc")):
-            if key.endswith(suffix):
+        for suffix, name, denominator in (("_loss_sum", "_loss", "_count"),
+                                          ("_correct", "_acc", "_count"),
+                                          ("_true_pos", "_precision", "_pred_pos"),
+                                          ("_true_pos", "_recall", "_pos"),
+                                          ("_pos", "_pos_frac", "_count")):
+            if key.endswith(suffix) and not (suffix == "_pos" and key.endswith(
+                    ("_true_pos", "_pred_pos"))):
                 prefix = key[: -len(suffix)]
-                count = stats.get(f"{prefix}_count", 0.0)
+                count = stats.get(prefix + denominator, 0.0)
                 if count:
                     out[prefix + name] = value / count
     if "tokens" in stats:
@@ -303,7 +310,8 @@ class Trainer:
         record = {"step": self.step, **{k: round(v, 6) for k, v in metrics.items()}}
         self._log(record)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
-                         if k in ("loss", "mlm_loss", "mlm_acc", "lr", "tokens_per_s")})
+                         if k in ("loss", "mlm_loss", "mlm_acc", "gen_acc", "disc_acc", "lr",
+                                  "tokens_per_s")})
         self._window, self._window_start = {}, time.perf_counter()
         return metrics
 
