@@ -160,12 +160,15 @@ def held_out_auc(run_dir: Path, recipe: PretrainRecipe) -> tuple[float, float, f
 
 def test_short_electra_tiny_run_learns_and_keeps_embeddings_shared(small_dataset, zh_vocab_dir,
                                                                      tmp_path):
-    steps = 400
+    # Temperature 2, as configs/pretrain/electra-demo.yaml: at 1.0 a tiny discriminator stays
+    # at chance for 1000+ steps on this corpus (see that recipe and docs/benchmarks.md).
+    steps = 300
     recipe = recipe_for(small_dataset, zh_vocab_dir, tmp_path / "run", **{
         "train.total_steps": steps, "train.batch_size": 32, "train.eval_steps": steps,
         "train.save_checkpoint_steps": 100, "train.keep_last": 10, "train.report_steps": 50,
-        "train.optim.lr": 1e-3, "model.hidden_dropout_prob": 0.0,
-        "model.attention_probs_dropout_prob": 0.0})
+        "train.optim.lr": 1e-3, "train.optim.bias_correction": "false",
+        "train.optim.schedule": "electra", "electra.temperature": 2.0,
+        "model.hidden_dropout_prob": 0.0, "model.attention_probs_dropout_prob": 0.0})
     metrics = run_pretraining(recipe)
     run = tmp_path / "run"
     records = [r for r in map(json.loads,
@@ -237,7 +240,7 @@ def test_electra_torchrun_two_processes_equal_one_process(small_dataset, zh_voca
         a = load_file(str(tmp_path / "one" / "model" / tower / "model.safetensors"))
         b = load_file(str(tmp_path / "two" / "model" / tower / "model.safetensors"))
         worst = max((a[k] - b[k]).abs().max().item() for k in a)
-        assert worst <= 1e-5, tower
+        assert worst <= 1e-5, (tower, worst, max(a, key=lambda k: (a[k] - b[k]).abs().max().item()))
 
 
 def test_electra_recipe_errors(small_dataset, zh_vocab_dir, tmp_path):

@@ -9,8 +9,11 @@ Steps (the corpus, vocab and dataset are reused when they are already there):
 3. initialise a tiny (2 layers, H=128) BERT with an MLM head and run fill-mask (noise);
 4. preprocess the corpus into a token dataset (jieba word boundaries for whole-word masking);
 5. pre-train the tiny model with the demo recipe and run fill-mask again;
-6. fine-tune the pre-trained and the random tiny model on `reviews-sentiment` and `pd-ner`
-   (subsets, two epochs) and print the side-by-side table; print what's next.
+6. pre-train an ELECTRA-tiny pair (generator + discriminator, replaced-token detection) and
+   show what the discriminator flags in a sentence with a swapped character;
+7. fine-tune the pre-trained BERT, the ELECTRA discriminator and the random tiny model on
+   `reviews-sentiment` and `pd-ner` (subsets, two epochs) and print the side-by-side table;
+   print what's next.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ def step(title: str) -> float:
     return time.perf_counter()
 
 
-def run(out_dir: Path, recipe_path: Path, vocab_size: int = 8000, steps: int | None = None
-        ) -> None:
+def run(out_dir: Path, recipe_path: Path, vocab_size: int = 8000, steps: int | None = None,
+        electra_recipe: Path = Path("configs/pretrain/electra-demo.yaml"),
+        electra_steps: int | None = None) -> None:
     """Run every demo step into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     print(env_line())
@@ -105,8 +109,26 @@ def run(out_dir: Path, recipe_path: Path, vocab_size: int = 8000, steps: int | N
     print("  fill-mask with the pre-trained model:")
     show_fill_mask(run_dir / "model")
 
-    start = step("6. fine-tune: pre-trained vs random tiny on the built-in tasks")
+    start = step("6. pre-train ELECTRA-tiny (generator + discriminator, replaced-token detection)")
+    electra_run = out_dir / "electra-tiny"
+    overrides = [f"output_dir={electra_run}", f"data.dataset={dataset}", f"data.vocab={vocab}"]
+    if electra_steps:
+        overrides.append(f"train.total_steps={electra_steps}")
+    recipe = load_recipe(PretrainRecipe, electra_recipe, overrides)
+    metrics = run_pretraining(recipe, resume=latest_checkpoint(electra_run) is not None)
+    print(f"  held-out: generator MLM accuracy {metrics.get('eval_gen_acc', float('nan')):.3f}; "
+          f"discriminator accuracy {metrics.get('eval_disc_acc', float('nan')):.3f} (all "
+          f"'original': {1 - metrics.get('eval_disc_pos_frac', float('nan')):.3f}), "
+          f"accuracy on replaced tokens (recall) "
+          f"{metrics.get('eval_disc_recall', float('nan')):.3f}, precision "
+          f"{metrics.get('eval_disc_precision', float('nan')):.3f} "
+          f"({time.perf_counter() - start:.1f}s)")
+    discriminator = electra_run / "model" / "discriminator"
+    show_replaced_tokens(discriminator)
+
+    start = step("7. fine-tune: pre-trained BERT, ELECTRA discriminator, random tiny")
     table = compare_finetuning(out_dir, {"pre-trained": run_dir / "model",
+                                         "ELECTRA disc.": discriminator,
                                          "random init": model_dir})
     print(table + f"({time.perf_counter() - start:.1f}s)")
 
@@ -122,7 +144,10 @@ def run(out_dir: Path, recipe_path: Path, vocab_size: int = 8000, steps: int | N
   .venv/bin/zhplm finetune --task reviews-sentiment --model {run_dir / 'model'} --out runs/grid \\
       --grid epochs=3,5 lr=1e-4,3e-4 --seeds 3   # "max (mean)" table in runs/grid/results.md
   .venv/bin/zhplm pretrain --config configs/pretrain/demo.yaml --resume train.total_steps=2000
-  The model directory is a Hugging Face directory: transformers.BertForMaskedLM loads it.
+  .venv/bin/zhplm rtd --model {discriminator} '今天天气很好，我们去公园吃步。'
+  .venv/bin/zhplm fill-mask --model {electra_run / 'model' / 'generator'} '今天天气很[MASK]。'
+  The model directories are Hugging Face directories: transformers.BertForMaskedLM loads the
+  BERT, ElectraForPreTraining / ElectraForMaskedLM the two ELECTRA towers.
   Read docs/architecture.md for the layout and docs/benchmarks.md for measured speed.""")
 
 
@@ -135,7 +160,7 @@ def compare_finetuning(out_dir: Path, models: dict[str, Path]) -> str:
     for task, (metric, n_train) in FINETUNE_TASKS.items():
         cells = []
         for name, model in models.items():
-            run_dir = out_dir / f"finetune-{task}-{name.replace(' ', '-')}"
+            run_dir = out_dir / f"finetune-{task}-{name.replace(' ', '-').replace('.', '')}"
             done = run_dir / "results.json"
             if done.is_file():
                 results = json.loads(done.read_text(encoding="utf-8"))
@@ -149,6 +174,20 @@ def compare_finetuning(out_dir: Path, models: dict[str, Path]) -> str:
         rows.append(f"| {task} (dev {metric}) | " + " | ".join(cells) + " |")
     header = "| task | " + " | ".join(models) + " |\n|---|" + "---|" * len(models)
     return "\n".join([header, *rows]) + "\n"
+
+
+RTD_SENTENCE = ("今天天气很好，我们去公园散步。", "今天天气很好，我们去公园吃步。")
+
+
+def show_replaced_tokens(discriminator: Path) -> None:
+    """Print the discriminator's P(replaced) per character of a sentence and of the same
+    sentence with one character swapped."""
+    detect = pipeline("replaced-token-detection", model=discriminator)
+    for text, tokens in zip(RTD_SENTENCE, detect(list(RTD_SENTENCE)), strict=True):
+        marked = " ".join(f"{t['token']}{t['score']:.2f}" + ("*" if t["replaced"] else "")
+                          for t in tokens)
+        print(f"  {text}\n    {marked}")
+    print("  (* = the discriminator says replaced; the second sentence has 吃 for 散)")
 
 
 def show_fill_mask(model_dir: Path) -> None:
@@ -167,8 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipe", type=Path, default=Path("configs/pretrain/demo.yaml"))
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--steps", type=int, help="override the recipe's train.total_steps")
+    parser.add_argument("--electra-recipe", type=Path,
+                        default=Path("configs/pretrain/electra-demo.yaml"))
+    parser.add_argument("--electra-steps", type=int,
+                        help="override the ELECTRA recipe's train.total_steps")
     args = parser.parse_args(argv)
-    run(args.out, args.recipe, args.vocab_size, args.steps)
+    run(args.out, args.recipe, args.vocab_size, args.steps, args.electra_recipe,
+        args.electra_steps)
 
 
 if __name__ == "__main__":
