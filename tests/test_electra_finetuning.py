@@ -236,11 +236,15 @@ def test_mrc_on_an_electra_discriminator(discriminator, tmp_path):
 def test_chinese_electra_hparams_run_unchanged_from_the_cli(discriminator, tmp_path, capsys):
     from zhplm.cli import main
 
+    # HFL's README example (params_cmrc2018.json) also states the model: vocab_size and
+    # model_size; both are read (the first checked against config.json).
+    vocab_size = json.loads((discriminator / "config.json").read_text())["vocab_size"]
     hparams = tmp_path / "params.json"
     hparams.write_text(json.dumps({
         "task_names": ["reviews-sentiment"], "learning_rate": 2e-3, "num_train_epochs": 1,
         "layerwise_lr_decay": 0.7, "max_seq_length": 64, "train_batch_size": 16,
-        "eval_batch_size": 32, "write_test_outputs": False}), encoding="utf-8")
+        "eval_batch_size": 32, "write_test_outputs": False, "vocab_size": vocab_size,
+        "model_size": "small"}), encoding="utf-8")
     out = tmp_path / "run"
     code = main(["finetune", "--model", str(discriminator), "--hparams", str(hparams),
                  "--out", str(out), "--max-train-examples", "128", "--json",
@@ -264,3 +268,21 @@ def test_chinese_electra_hparams_run_unchanged_from_the_cli(discriminator, tmp_p
     assert {k: saved[k] for k in config_json} == config_json
     assert json.loads((out / "best" / "config.json").read_text(encoding="utf-8"))[
         "architectures"] == ["ElectraForSequenceClassification"]
+
+
+def test_chinese_electra_hparams_model_keys(discriminator, tmp_path):
+    from zhplm.errors import ConfigError
+    from zhplm.finetuning import hparams_to_dict, run_finetune
+
+    # configure_finetuning.py: "large" means lr 5e-5 and layer decay 0.9 unless given
+    large = hparams_to_dict({"model_size": "large", "task_names": ["reviews-sentiment"]})
+    assert (large["lr"], large["layer_decay"]) == (5e-5, 0.9)
+    assert hparams_to_dict({"model_size": "large", "learning_rate": 1e-4})["lr"] == 1e-4
+    with pytest.raises(ConfigError, match="model_size='huge'"):
+        hparams_to_dict({"model_size": "huge"})
+    wrong = tmp_path / "params.json"
+    wrong.write_text(json.dumps({"task_names": ["reviews-sentiment"], "vocab_size": 30522}))
+    config = load_config(None, [f"model={discriminator}", f"output_dir={tmp_path / 'run'}",
+                                "progress=false"], hparams=wrong)
+    with pytest.raises(ConfigError, match="vocab_size=30522.*config.json"):
+        run_finetune(config)

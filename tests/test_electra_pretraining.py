@@ -120,10 +120,10 @@ def test_discriminator_labels_are_one_exactly_where_the_sample_differs(
 
 def held_out_auc(run_dir: Path, recipe: PretrainRecipe) -> tuple[float, float, float]:
     """AUC of the trained discriminator's logits on replaced tokens of held-out documents
-    (the generator of the same run makes the replacements), its accuracy, and the
-    all-"original" baseline accuracy."""
+    (the generator of the same run makes the replacements, sampling as the run did), its
+    accuracy, and the all-"original" baseline accuracy."""
     pair = ElectraPretrainingPair.from_pretrained(run_dir / "model").eval()
-    module = PretrainingModule(pair, build_objectives({"electra": 1.0}))
+    module = PretrainingModule(pair, build_objectives(recipe.objectives, recipe.electra))
     tokenizer = Tokenizer.from_pretrained(recipe.data.vocab)
     dataset = TokenDataset(recipe.data.dataset)
     special = SpecialIds.from_tokenizer(tokenizer)
@@ -168,7 +168,9 @@ def test_short_electra_tiny_run_learns_and_keeps_embeddings_shared(small_dataset
         "train.save_checkpoint_steps": 100, "train.keep_last": 10, "train.report_steps": 50,
         "train.optim.lr": 1e-3, "train.optim.bias_correction": "false",
         "train.optim.schedule": "electra", "electra.temperature": 2.0,
-        "model.hidden_dropout_prob": 0.0, "model.attention_probs_dropout_prob": 0.0})
+        "model.hidden_dropout_prob": 0.0, "model.attention_probs_dropout_prob": 0.0,
+        # the same arithmetic on every CPU (auto is bf16 on AMX machines, fp32 elsewhere)
+        "train.dtype": "fp32"})
     metrics = run_pretraining(recipe)
     run = tmp_path / "run"
     records = [r for r in map(json.loads,
@@ -236,11 +238,18 @@ def test_electra_torchrun_two_processes_equal_one_process(small_dataset, zh_voca
     assert single.wait(timeout=300) == 0, single.communicate()[1]
     one, two = read_losses(tmp_path / "one"), read_losses(tmp_path / "two")
     assert all(abs(one[s] - two[s]) <= 1e-4 * abs(one[s]) for s in one), (one, two)
+    # Weights: all but a few elements within 1e-5. One process computes the generator's
+    # logits over 16 rows, two over 8 each: the last bits differ, and a sample whose uniform
+    # lands that close to a step of the cumulative distribution (~1e-3 of samples) becomes
+    # the neighbouring token, which moves that token's embedding row by ~lr (seen in 1 run
+    # of 7: one entry off by 2.4 x lr). Everything else, and every loss, agrees.
     for tower in ("discriminator", "generator"):
         a = load_file(str(tmp_path / "one" / "model" / tower / "model.safetensors"))
         b = load_file(str(tmp_path / "two" / "model" / tower / "model.safetensors"))
+        off = sum(int(((a[k] - b[k]).abs() > 1e-5).sum()) for k in a)
+        total = sum(t.numel() for t in a.values())
         worst = max((a[k] - b[k]).abs().max().item() for k in a)
-        assert worst <= 1e-5, (tower, worst, max(a, key=lambda k: (a[k] - b[k]).abs().max().item()))
+        assert off <= total * 1e-5 and worst <= 4 * 4 * 1e-3, (tower, off, worst)
 
 
 def test_electra_recipe_errors(small_dataset, zh_vocab_dir, tmp_path):

@@ -257,3 +257,31 @@ def test_roberta_recipes_use_uer_conventions():
             (False, 0.0, 1e-6, 0.01), path.name
     with pytest.raises(ConfigError, match="max_grad_norm"):
         OptimConfig(max_grad_norm=-1.0)
+
+
+def test_optimisers_resume_from_checkpoints_of_the_foreach_versions():
+    """Checkpoints written before the optimisers moved to torch's fused kernel: BertAdamW's
+    states had no step count, torch AdamW(foreach=True) groups no fused flag."""
+    from zhplm.training.optim import FusedAdamW
+
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(4, 3))
+    param.grad = torch.randn(4, 3)
+    old = {"state": {0: {"exp_avg": torch.randn(4, 3), "exp_avg_sq": torch.rand(4, 3)}},
+           "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-6,
+                             "weight_decay": 0.01, "params": [0]}]}
+    m, v = old["state"][0]["exp_avg"].clone(), old["state"][0]["exp_avg_sq"].clone()
+    bert = BertAdamW([param], lr=1e-3, weight_decay=0.01)
+    bert.load_state_dict(old)
+    before = param.detach().clone()
+    bert.step()
+    m = 0.9 * m + 0.1 * param.grad
+    v = 0.999 * v + 0.001 * param.grad ** 2
+    expected = (before - 1e-3 * m / (v.sqrt() + 1e-6)) * (1 - 1e-3 * 0.01)
+    assert torch.allclose(param.detach(), expected, atol=1e-6)
+    foreach = torch.optim.AdamW([param], lr=1e-3, foreach=True)
+    foreach.step()
+    fused = FusedAdamW([param], lr=1e-3)
+    fused.load_state_dict(foreach.state_dict())
+    fused.step()
+    assert fused.param_groups[0]["fused"] and float(fused.state[param]["step"]) == 2

@@ -20,9 +20,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zhplm.config import ModelConfig, atomic_write_text
+from zhplm.config import ModelConfig, atomic_write_text, save_dir_atomically
 from zhplm.env import requested_dtype, resolve_dtype
 from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.auto import (
@@ -110,6 +107,9 @@ class FinetuneConfig:
     write_test_outputs: bool = True
     save_checkpoints: bool = True
     progress: bool = True
+    # Model facts a Chinese-ELECTRA hparams file states (`vocab_size`, `embedding_size`):
+    # checked against the model's config.json, never applied.
+    expect_model: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASK_KINDS and self.task not in BUILTIN_TASKS:
@@ -158,6 +158,15 @@ KIND_HEADS = {"classification": SEQUENCE_CLASSIFICATION, "pair": SEQUENCE_CLASSI
               "regression": SEQUENCE_CLASSIFICATION, "ner": TOKEN_CLASSIFICATION,
               "pos": TOKEN_CLASSIFICATION, "mrc": QUESTION_ANSWERING}
 DEFAULT_LAYER_DECAY = {"bert": 1.0, "electra": 0.8}
+ELECTRA_LARGE_LAYER_DECAY = 0.9  # configure_finetuning.py: model_size "large"
+
+
+def default_layer_decay(config: ModelConfig) -> float:
+    """ELECTRA's fine-tuning decays the lr layer by layer: 0.8, 0.9 for large (hidden 1024);
+    BERT does not (1.0)."""
+    if family(config) == "electra" and config.hidden_size >= 1024:
+        return ELECTRA_LARGE_LAYER_DECAY
+    return DEFAULT_LAYER_DECAY[family(config)]
 
 
 def head_labels(model_dir: Path, kind: str) -> list[str] | None:
@@ -220,25 +229,6 @@ def inference(dtype: str) -> Iterator[None]:
         yield
 
 
-def save_dir_atomically(save: Callable[[Path], Any], final: Path) -> None:
-    """Write a model directory into a temp dir beside `final`, then swap it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        save(tmp)
-        if final.exists():
-            old = final.with_name(f".old-{final.name}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 class FinetuneRun:
     """The pieces of one run, built once: data, task, tokenizer, model, features."""
 
@@ -265,6 +255,12 @@ class FinetuneRun:
         source = checkpoint or model_dir
         base = ModelConfig.from_pretrained(source)
         check_role(source, base, self.task.head)
+        for key, value in config.expect_model.items():
+            if getattr(base, key, None) != value:
+                raise ConfigError(
+                    f"the hparams say {key}={value} but {source / 'config.json'} has "
+                    f"{key}={getattr(base, key, None)}; use the model the hparams were written "
+                    f"for, or drop {key} from the hparams")
         model_config = base if self.task.kind == "mrc" else with_labels(
             base, labels, regression=self.task.kind == "regression")
         torch.manual_seed(config.seed)
@@ -275,7 +271,7 @@ class FinetuneRun:
                                 exclude=() if same_head else ("classifier.", "qa_outputs."))
         # ELECTRA's fine-tuning decays the lr layer by layer (0.8) unless told otherwise.
         self.layer_decay = config.layer_decay if config.layer_decay is not None else \
-            DEFAULT_LAYER_DECAY[family(base)]
+            default_layer_decay(base)
         self.checkpoint = checkpoint
         limit = min(config.max_seq_length, self.model.config.max_position_embeddings)
         self.features: dict[str, Features] = {
@@ -452,13 +448,29 @@ ELECTRA_HPARAMS = {
 }
 
 
+ELECTRA_MODEL_HPARAMS = ("vocab_size", "embedding_size")
+
+
 def hparams_to_dict(hparams: dict[str, Any], source: str = "hparams") -> dict[str, Any]:
     """Chinese-ELECTRA `--hparams` keys -> FinetuneConfig fields (unknown keys are errors)."""
-    unknown = sorted(set(hparams) - set(ELECTRA_HPARAMS))
+    unknown = sorted(set(hparams) - set(ELECTRA_HPARAMS) - {"model_size"}
+                     - set(ELECTRA_MODEL_HPARAMS))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(ELECTRA_HPARAMS))}")
-    out = {ELECTRA_HPARAMS[k]: v for k, v in hparams.items()}
+    out = {ELECTRA_HPARAMS[k]: v for k, v in hparams.items() if k in ELECTRA_HPARAMS}
+    # configure_finetuning.py: model_size "large" means lr 5e-5 and layer decay 0.9 unless
+    # the hparams set them; vocab_size / embedding_size describe the model (checked on load).
+    size = hparams.get("model_size")
+    if size is not None and size not in ("small", "base", "large"):
+        raise ConfigError(f"{source}: model_size={size!r}; ELECTRA's sizes are small, base, "
+                          f"large")
+    if size == "large":
+        out.setdefault("lr", 5e-5)
+        out.setdefault("layer_decay", ELECTRA_LARGE_LAYER_DECAY)
+    expected = {k: hparams[k] for k in ELECTRA_MODEL_HPARAMS if k in hparams}
+    if expected:
+        out["expect_model"] = expected
     task = out.get("task")
     if isinstance(task, list):
         if len(task) != 1:

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from zhplm.config import ELECTRA_PRESETS, atomic_write_text, electra_preset, preset
+from zhplm.config import (
+    ELECTRA_PRESETS,
+    atomic_write_text,
+    electra_preset,
+    preset,
+    save_dir_atomically,
+)
 from zhplm.data.collate import InstanceStream, PretrainCollator
 from zhplm.data.instances import InstanceConfig, Instances, SpecialIds, build_instances
 from zhplm.data.masking import MaskingConfig
@@ -239,7 +245,9 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
         atomic_write_text(out / "recipe.json", json.dumps(to_dict(recipe), indent=2) + "\n")
     metrics = trainer.fit()
     if env.is_main:
-        model.save_pretrained(out / "model", tokenizer=tokenizer)
+        # the model directory (an ELECTRA pair: both towers) appears whole or not at all
+        save_dir_atomically(lambda d: model.save_pretrained(d, tokenizer=tokenizer),
+                            out / "model")
         atomic_write_text(out / "final_metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -115,7 +115,7 @@ class ReplacedTokenDetection:
             with torch.no_grad():
                 scaled = F.linear(hidden, weight, bias).float() / temperature
                 weights = (scaled - scaled.amax(dim=1, keepdim=True)).exp()
-                sampled = sample_rows(weights, weights.sum(dim=1), batch.mlm_uniforms)
+                sampled = sample_rows(weights, batch.mlm_uniforms)
 
         corrupted, replaced = replace_tokens(batch.input_ids, positions, originals, sampled)
 

@@ -71,7 +71,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             exps = logits.sub_(top[:, None]).exp_()
             sums = exps.sum(dim=1)
             loss = (sums.log() + top - target).sum()
-            sampled = sample_rows(exps, sums, uniforms) if uniforms is not None \
+            sampled = sample_rows(exps, uniforms) if uniforms is not None \
                 else labels.new_empty(0)
         ctx.save_for_backward(h, w, exps, sums, labels)
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype)
@@ -99,7 +99,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
-def sample_rows(weights: Tensor, totals: Tensor, uniforms: Tensor) -> Tensor:
+def sample_rows(weights: Tensor, uniforms: Tensor) -> Tensor:
     """One index per row of non-negative `weights`, drawn with probability weight / total
     by inverting the row's cumulative sum at `uniforms` (one number in [0, 1) per row).
 
@@ -108,7 +108,8 @@ def sample_rows(weights: Tensor, totals: Tensor, uniforms: Tensor) -> Tensor:
     vocabulary entry; the uniforms come from each instance's own seed, so a sample does not
     depend on how instances are split over processes."""
     cumulative = weights.cumsum(dim=1)
-    targets = (uniforms.to(cumulative.dtype) * totals)[:, None]
+    # scaled by the cumulative sum's own last entry, so a target never lands past the end
+    targets = (uniforms.to(cumulative.dtype) * cumulative[:, -1])[:, None]
     index = torch.searchsorted(cumulative, targets, right=True).squeeze(1)
     return index.clamp_(max=weights.shape[1] - 1)
 

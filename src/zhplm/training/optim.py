@@ -129,6 +129,16 @@ class BertAdamW(torch.optim.AdamW):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          fused=True)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Also reads checkpoints of the earlier `foreach` BertAdamW, whose states had no
+        step count and whose groups no `fused` flag."""
+        state_dict = {**state_dict,
+                      "state": {key: {"step": torch.tensor(self.PINNED_STEP), **value}
+                                for key, value in state_dict.get("state", {}).items()},
+                      "param_groups": [{**upgrade_group(group), "fused": True}
+                                       for group in state_dict.get("param_groups", [])]}
+        super().load_state_dict(state_dict)
+
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
         for group in self.param_groups:
@@ -151,6 +161,9 @@ class BertAdamW(torch.optim.AdamW):
             lr, wd = group["lr"], group["weight_decay"]
             if wd:
                 shrink = 1.0 - lr * wd
+                if shrink <= 0:
+                    raise ConfigError(f"lr x weight_decay = {lr * wd:g} >= 1 would flip the "
+                                      f"weights' sign; lower the lr or the weight decay")
                 group["lr"], group["weight_decay"] = lr * shrink, wd / shrink
         try:
             return super().step(closure)
@@ -159,14 +172,31 @@ class BertAdamW(torch.optim.AdamW):
                 group["lr"], group["weight_decay"] = lr, wd
 
 
+def upgrade_group(group: dict) -> dict:
+    """A saved AdamW param group with the keys today's fused AdamW reads (checkpoints written
+    with `foreach=True` before the optimiser moved to the fused kernel)."""
+    return {**group, "foreach": None, "fused": True, "decoupled_weight_decay": True,
+            "differentiable": False, "capturable": False}
+
+
+class FusedAdamW(torch.optim.AdamW):
+    """torch's AdamW on the fused kernel; reads checkpoints of the earlier `foreach` one."""
+
+    def __init__(self, params: Iterable, **options: object) -> None:
+        super().__init__(params, fused=True, **options)  # type: ignore[arg-type]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict({**state_dict, "param_groups": [
+            upgrade_group(group) for group in state_dict.get("param_groups", [])]})
+
+
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
     """AdamW over the two parameter groups."""
     groups = parameter_groups(model, config.weight_decay, config.layer_decay)
     for group in groups:
         group["lr"] = config.lr * group.pop("lr_scale")
     if config.bias_correction:
-        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
-                                 fused=True)
+        return FusedAdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
     return BertAdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
 
 
