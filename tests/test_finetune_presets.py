@@ -49,10 +49,11 @@ def test_uer_preset_trains_with_adamw_without_bias_correction(zh_vocab_dir, tmp_
     assert code == 0
     state = load_training_state(latest_checkpoint(Path(out)))
     optimizer_state = state["optimizer"]["state"]
-    # torch.optim.AdamW (bias correction) keeps a per-parameter step count; BertAdamW keeps
-    # only the two moments.
-    assert optimizer_state and all(set(s) == {"exp_avg", "exp_avg_sq"}
-                                   for s in optimizer_state.values())
+    # BertAdamW (no bias correction) runs torch's fused kernel with its step count pinned at
+    # 2^40, where both corrections are exactly 1; a bias-corrected AdamW counts steps from 1.
+    assert optimizer_state and all(
+        set(s) == {"exp_avg", "exp_avg_sq", "step"} and float(s["step"]) == 2.0**40
+        for s in optimizer_state.values())
     assert {group["initial_lr"] for group in state["optimizer"]["param_groups"]} == {2e-5}
     # Resuming that run under the other convention is refused, naming the setting.
     code = main(["finetune", "--task", "reviews-sentiment", "--model", str(model_dir), "--out",

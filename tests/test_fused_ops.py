@@ -113,6 +113,7 @@ def test_attention_with_dropout_is_sdpa_when_nothing_is_dropped(monkeypatch, pad
 def _batch(ids, mask, types, positions, labels, sentence_labels=None):
     return PretrainBatch(input_ids=ids, token_type_ids=types, attention_mask=mask,
                          mlm_positions=positions, mlm_labels=labels,
+                         mlm_uniforms=torch.rand(len(labels)),
                          sentence_labels=sentence_labels, num_tokens=int(mask.sum()))
 
 
@@ -263,3 +264,33 @@ def test_logits_workspace_is_reused_and_never_shared():
     with torch.no_grad():  # no backward will come: the buffer is not lent out
         linear_cross_entropy(*leaves, labels, workspace)
     assert not workspace.lent
+
+
+def test_generator_samples_follow_its_softmax():
+    """`linear_cross_entropy_and_sample`: the same loss as `linear_cross_entropy`, and one
+    token per row drawn from softmax(logits) by inverting the cumulative sum at the row's
+    uniform (checked exactly against numpy, and in distribution over 20k draws)."""
+    import numpy as np
+
+    from zhplm.objectives.mlm import linear_cross_entropy_and_sample
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(6, 16, generator=generator)
+    weight = torch.randn(50, 16, generator=generator)
+    bias = torch.randn(50, generator=generator)
+    labels = torch.randint(0, 50, (6,), generator=generator)
+    uniforms = torch.rand(6, generator=generator)
+    loss, right, sampled = linear_cross_entropy_and_sample(hidden, weight, bias, labels,
+                                                           uniforms)
+    plain, plain_right = linear_cross_entropy(hidden, weight, bias, labels)
+    assert torch.equal(loss, plain) and torch.equal(right, plain_right)
+    probs = torch.softmax(F.linear(hidden, weight, bias).double(), dim=1).numpy()
+    expected = [int(np.searchsorted(np.cumsum(p), u * p.sum(), side="right"))
+                for p, u in zip(probs, uniforms.double().numpy(), strict=True)]
+    assert sampled.tolist() == expected
+    draws = 20000
+    one = hidden[:1].expand(draws, -1)
+    _, _, many = linear_cross_entropy_and_sample(one, weight, bias, labels[:1].expand(draws),
+                                                 torch.rand(draws, generator=generator))
+    frequency = np.bincount(many.numpy(), minlength=50) / draws
+    assert np.abs(frequency - probs[0]).max() < 0.015
