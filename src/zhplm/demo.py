@@ -187,7 +187,9 @@ def show_replaced_tokens(discriminator: Path) -> None:
         marked = " ".join(f"{t['token']}{t['score']:.2f}" + ("*" if t["replaced"] else "")
                           for t in tokens)
         print(f"  {text}\n    {marked}")
-    print("  (* = the discriminator says replaced; the second sentence has 吃 for 散)")
+    print("  (* = P(replaced) > 0.5. The second sentence has 吃 for 散: compare the two scores. "
+          "A tiny discriminator after a minute\n   mostly knows which tokens are rare, little "
+          "context yet; docs/benchmarks.md, issue 8.)")
 
 
 def show_fill_mask(model_dir: Path) -> None:
