@@ -56,7 +56,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CACHE = Path(tempfile.gettempdir()) / "zhplm-bench"
+from bench_data import CACHE, corpus_and_vocab
+
 PRESET = "electra-small"
 LR, EPS, WEIGHT_DECAY, MAX_GRAD_NORM, WARMUP = 5e-4, 1e-6, 0.01, 1.0, 0.1
 GEN_WEIGHT, DISC_WEIGHT = 1.0, 50.0
@@ -87,20 +88,9 @@ def cpu_model() -> str:
 # ---- data (parent) --------------------------------------------------------------------------
 def prepare(vocab_size: int) -> tuple[Path, Path]:
     """Built-in corpus -> vocab (padded to `vocab_size`) -> dataset; cached vocab/corpus."""
-    from zhplm import datasets
     from zhplm.data.corpus import preprocess
-    from zhplm.tokenization import build_vocab
 
-    CACHE.mkdir(parents=True, exist_ok=True)
-    corpus = CACHE / "corpus.txt"
-    if not corpus.is_file():
-        datasets.write_corpus(corpus)
-    vocab = CACHE / f"vocab{vocab_size}.txt"
-    if not vocab.is_file():
-        build_vocab([corpus], vocab_size=vocab_size, out=vocab)
-        tokens = vocab.read_text(encoding="utf-8").splitlines()
-        tokens += [f"[pad{i}]" for i in range(vocab_size - len(tokens))]
-        vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    corpus, vocab = corpus_and_vocab(vocab_size)
     dataset = CACHE / f"electra-dataset{vocab_size}"
     if not (dataset / "meta.json").is_file():
         preprocess([corpus], vocab, dataset, workers=2, overwrite=True)

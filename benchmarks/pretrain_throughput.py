@@ -21,30 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-CACHE = Path(tempfile.gettempdir()) / "zhplm-bench"
+from bench_data import CACHE, corpus_and_vocab
+
 PEAK_FP32_TFLOPS = 0.43  # the issue's figure for this CPU; measured here: ~0.18 (see docs)
 PEAK_BF16_TFLOPS = 1.3
 
 
 def prepare(vocab_size: int) -> tuple[Path, Path, float]:
     """Built-in corpus -> vocab -> dataset (cached); returns the preprocess chars/s."""
-    from zhplm import datasets
     from zhplm.data.corpus import preprocess
-    from zhplm.tokenization import Tokenizer, build_vocab
+    from zhplm.tokenization import Tokenizer
 
-    CACHE.mkdir(parents=True, exist_ok=True)
-    corpus = CACHE / "corpus.txt"
-    if not corpus.is_file():
-        datasets.write_corpus(corpus)
-    vocab = CACHE / f"vocab{vocab_size}.txt"
-    if not vocab.is_file():
-        build_vocab([corpus], vocab_size=vocab_size, out=vocab)
-        # The built-in corpus supports ~8.3k WordPiece tokens; pad to the requested size (as
-        # Google's 21128-token Chinese vocab, which UER-py uses) so the MLM projection costs
-        # what it costs in the reference set-up. The padding tokens never occur in text.
-        tokens = vocab.read_text(encoding="utf-8").splitlines()
-        tokens += [f"[pad{i}]" for i in range(vocab_size - len(tokens))]
-        vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    corpus, vocab = corpus_and_vocab(vocab_size)
     Tokenizer.from_pretrained(vocab).save_pretrained(CACHE / f"tokenizer{vocab_size}")
     dataset = CACHE / f"dataset{vocab_size}"
     meta = preprocess([corpus], vocab, dataset, workers=2, overwrite=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from task_data import squad_from_people_daily
 
 from zhplm.config import electra_preset
 from zhplm.finetuning import FinetuneConfig, load_config, load_examples, run_finetune
@@ -184,32 +185,6 @@ def test_ner_on_an_electra_discriminator(discriminator, tmp_path):
     tags = {t for e in load_builtin("pd-ner", "train") for t in e.tags}
     assert set(config["id2label"].values()) <= tags
     assert {"O", "B-PER", "B-LOC"} <= set(config["id2label"].values())
-
-
-def squad_from_people_daily(path: Path, n: int) -> list[dict]:
-    """SQuAD-format questions over real People's Daily sentences: each asks for the first
-    entity of its sentence (as tests/test_finetuning.py builds MRC data)."""
-    paragraphs = []
-    for i, sentence in enumerate(load_builtin("pd-ner", "dev")[: 3 * n]):
-        text = "".join(sentence.tokens)
-        spans = [(t[2:], s) for s, t in enumerate(sentence.tags) if t.startswith("B-")]
-        if not spans:
-            continue
-        kind, start = spans[0]
-        end = start + 1
-        while end < len(sentence.tags) and sentence.tags[end] == f"I-{kind}":
-            end += 1
-        paragraphs.append({"context": text, "qas": [{
-            "id": f"q{i}", "question": f"{kind}是什么？",
-            "answers": [{"text": text[start:end], "answer_start": start}]}]})
-        if len(paragraphs) == n:
-            break
-    for p in paragraphs:
-        answer = p["qas"][0]["answers"][0]
-        assert p["context"][answer["answer_start"]:].startswith(answer["text"])
-    path.write_text(json.dumps({"data": [{"title": "pd", "paragraphs": paragraphs}]},
-                               ensure_ascii=False), encoding="utf-8")
-    return paragraphs
 
 
 def test_mrc_on_an_electra_discriminator(discriminator, tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from task_data import squad_from_people_daily
 
 from zhplm.config import preset
 from zhplm.errors import ConfigError, DataError
@@ -241,23 +242,8 @@ def test_grid_is_resumable_and_reports_max_mean(tiny_dir, pair_files, tmp_path):
 
 
 def test_mrc_fine_tune_end_to_end(tiny_dir, tmp_path):
-    contexts = load_builtin("pd-ner", "dev")[:120]
-    data = []
-    for i, sentence in enumerate(contexts):
-        text = "".join(sentence.tokens)
-        spans = [(t[2:], s) for s, t in enumerate(sentence.tags) if t.startswith("B-")]
-        if not spans:
-            continue
-        kind, start = spans[0]
-        end = start + 1
-        while end < len(sentence.tags) and sentence.tags[end] == f"I-{kind}":
-            end += 1
-        data.append({"context": text, "qas": [{"id": f"q{i}", "question": f"{kind}是什么？",
-                                               "answers": [{"text": text[start:end],
-                                                            "answer_start": start}]}]})
     squad = tmp_path / "squad.json"
-    squad.write_text(json.dumps({"data": [{"title": "pd", "paragraphs": data}]},
-                                ensure_ascii=False), encoding="utf-8")
+    data = squad_from_people_daily(squad, n=120, scan=120)
     results = run_finetune(FinetuneConfig(
         task="mrc", model=str(tiny_dir), train=str(squad), dev=str(squad), test=str(squad),
         output_dir=str(tmp_path / "run"), epochs=1, lr=1e-3, max_seq_length=128,
