@@ -7,6 +7,9 @@ discriminator config plus its generator config.
 
 A `config.json` is read by its `model_type`: `bert` (and `roberta`) give a `ModelConfig`,
 `electra` an `ElectraConfig` (the same fields plus `embedding_size` and HF's `summary_*`).
+ModelScope's StructBERT (`structbert`, BERT's keys and weights) is read as `bert`, with
+`original_model_type: structbert` kept in `extra`: transformers' AutoConfig refuses the name,
+so a saved copy must say `bert` to load there.
 """
 
 from __future__ import annotations
@@ -110,6 +113,9 @@ class ModelConfig:
         """Build from an HF config dict (the class its `model_type` names); unknown keys go
         to `extra`."""
         model_type = data.get("model_type", "bert")
+        if model_type in READ_AS_BERT:
+            data = {**data, "model_type": "bert", "original_model_type": model_type}
+            model_type = "bert"
         if model_type not in CONFIG_CLASSES:
             raise ConfigError(
                 f"{source}: model_type={model_type!r} is not a BERT-family encoder zhplm loads "
@@ -202,7 +208,11 @@ class ElectraConfig(ModelConfig):
 
 
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {"bert": ModelConfig, "roberta": ModelConfig,
+                                                "structbert": ModelConfig,
                                                 "electra": ElectraConfig}
+# model_types that are BERT under another name and that transformers does not know (its
+# AutoConfig raises; BertConfig loads them with a warning): read and saved as "bert".
+READ_AS_BERT = ("structbert",)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -10,7 +10,8 @@ dynamically padded batches. It evaluates on dev after every epoch, keeps the bes
     results = run_finetune(cfg)
 
 `build_trainer(..., cfg_modify_fn=fn, work_dir=DIR)` is the same with a hook that edits the
-loaded config first (as ModelScope's trainer API).
+loaded config first (as ModelScope's trainer API; a model card's hook, which edits
+`cfg.train.optimizer.lr`, `cfg['dataset']`, ..., runs as written: see `CardConfig`).
 """
 
 from __future__ import annotations
@@ -550,7 +551,9 @@ def build_trainer(
     """A `FinetuneTrainer` from a config (object, dict, or YAML/JSON file) plus keyword
     fields (`model=`, `train=`, `task=`, ...). `preset` (e.g. "uer") fills the fields that a
     dict or file leaves unset. `cfg_modify_fn` receives the loaded config and returns it
-    changed (or changes it in place); `work_dir` is where everything is written.
+    changed (or changes it in place); it is a `CardConfig`, so a ModelScope model card's
+    hook runs unchanged (`cfg.train.max_epochs`, `cfg['dataset']['train']['labels']`, ...).
+    `work_dir` is where everything is written.
     """
     if isinstance(config, FinetuneConfig):
         if preset is not None:
@@ -569,9 +572,177 @@ def build_trainer(
         data["output_dir"] = str(work_dir)
     cfg = from_dict(FinetuneConfig, data, "build_trainer")
     if cfg_modify_fn is not None:
-        changed = cfg_modify_fn(cfg)
-        cfg = changed if changed is not None else cfg
-        if not isinstance(cfg, FinetuneConfig):
+        card = CardConfig.of(cfg)
+        changed = cfg_modify_fn(card)
+        changed = changed if changed is not None else card
+        if not isinstance(changed, FinetuneConfig):
             raise ConfigError("cfg_modify_fn must return a FinetuneConfig (or None)")
-        cfg = from_dict(FinetuneConfig, to_dict(cfg), "cfg_modify_fn result")
+        values = changed.finetune_values() if isinstance(changed, CardConfig) \
+            else to_dict(changed)
+        cfg = from_dict(FinetuneConfig, values, "cfg_modify_fn result")
     return FinetuneTrainer(cfg)
+
+
+# ---- ModelScope model-card hooks ---------------------------------------------------------
+# A card's `cfg_modify_fn` edits ModelScope's config tree (`cfg.train.optimizer.lr`,
+# `cfg['dataset']`, `cfg.task = 'sentence-similarity'`, ...). `CardConfig` is a
+# FinetuneConfig that also takes those edits: the ones zhplm has a field for are applied,
+# the rest (`preprocessor`, `lr_scheduler`, `model`'s sections, ...) are kept aside and unused.
+MODELSCOPE_TASKS = {"sentence-similarity": "pair", "nli": "pair",
+                    "text-classification": "classification", "sentiment-classification":
+                    "classification", "named-entity-recognition": "ner",
+                    "token-classification": "ner", "part-of-speech": "pos"}
+# ModelScope dataset keys -> FinetuneConfig.fields roles (the JSON-lines field map).
+MODELSCOPE_DATASET_ROLES = ("first_sequence", "second_sequence", "label")
+
+
+class Section(dict):
+    """A ModelScope config section: a dict whose keys are also attributes (a missing one
+    reads as a new empty section, as addict does). `links` ties keys to fields of `owner`."""
+
+    def __init__(self, data: dict[str, Any] | None = None, owner: Any = None,
+                 links: dict[str, str] | None = None) -> None:
+        super().__init__()
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_links", links or {})
+        for key, value in (data or {}).items():
+            self[key] = value
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._links:
+            return getattr(self._owner, self._links[key])
+        if key not in self:
+            super().__setitem__(key, Section())
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if isinstance(value, dict) and not isinstance(value, Section):
+            value = Section(value)
+        if key in self._links:
+            setattr(self._owner, self._links[key], value)
+        else:
+            super().__setitem__(key, value)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return self[key]
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+class TrainPath(str):
+    """`cfg.train` in a card hook: still the train file's path (a str), and also ModelScope's
+    `train` section: `max_epochs` is `epochs`, `optimizer.lr` is `lr`,
+    `dataloader.batch_size_per_gpu` is `batch_size`; other keys (`lr_scheduler`, hooks) are
+    kept and unused (zhplm's schedule follows `schedule`/`warmup` over `epochs`)."""
+
+    section: Section
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__") or key == "section":
+            raise AttributeError(key)
+        return self.section[key]
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "section":
+            object.__setattr__(self, key, value)
+        else:
+            self.section[key] = value
+
+
+@dataclass
+class CardConfig(FinetuneConfig):
+    """The FinetuneConfig a `cfg_modify_fn` receives: its fields as usual, plus ModelScope's
+    tree (`cfg[...]`, `cfg.train.*`, `cfg.dataset.train.*`, `cfg.task` names such as
+    'sentence-similarity')."""
+
+    @classmethod
+    def of(cls, config: FinetuneConfig) -> CardConfig:
+        """A card view of `config` (the same values)."""
+        card = cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+        object.__setattr__(card, "_extras", Section())
+        object.__setattr__(card, "_modelscope_task", None)
+        return card
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "task" and "_extras" in self.__dict__ and isinstance(value, str) and \
+                value not in TASK_KINDS and value not in BUILTIN_TASKS:
+            object.__setattr__(self, "_modelscope_task", value)
+            if value in MODELSCOPE_TASKS and MODELSCOPE_TASKS[value] != self.kind:
+                object.__setattr__(self, "task", MODELSCOPE_TASKS[value])
+            elif value in MODELSCOPE_TASKS:
+                pass  # already that kind (e.g. a built-in task): keep it
+            else:
+                logger.info("cfg_modify_fn: task %r is not a zhplm task; keeping task=%r",
+                            value, self.task)
+            return
+        if key in self.__dataclass_fields__ or "_extras" not in self.__dict__ or \
+                isinstance(getattr(type(self), key, None), property):
+            object.__setattr__(self, key, value)
+        else:
+            self._extras[key] = value
+
+    def __getattribute__(self, key: str) -> Any:
+        value = object.__getattribute__(self, key)
+        if key == "train" and "_extras" in object.__getattribute__(self, "__dict__") and \
+                not isinstance(value, TrainPath):
+            value = TrainPath(value or "")
+            value.section = Section(owner=self, links={
+                "max_epochs": "epochs", "optimizer": "_optimizer",
+                "dataloader": "_dataloader"})
+            object.__setattr__(self, "train", value)
+        return value
+
+    def __getattr__(self, key: str) -> Any:  # not a field: ModelScope's tree
+        if key.startswith("_") or "_extras" not in self.__dict__:
+            raise AttributeError(key)
+        return self._extras[key]
+
+    @property
+    def _optimizer(self) -> Section:
+        return Section(owner=self, links={"lr": "lr", "weight_decay": "weight_decay"})
+
+    @_optimizer.setter
+    def _optimizer(self, value: dict[str, Any]) -> None:
+        section = self._optimizer
+        for key, item in value.items():
+            section[key] = item
+
+    @property
+    def _dataloader(self) -> Section:
+        return Section(owner=self, links={"batch_size_per_gpu": "batch_size"})
+
+    @_dataloader.setter
+    def _dataloader(self, value: dict[str, Any]) -> None:
+        section = self._dataloader
+        for key, item in value.items():
+            section[key] = item
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.__dataclass_fields__ or dict.__contains__(self._extras, key)
+
+    def finetune_values(self) -> dict[str, Any]:
+        """The FinetuneConfig fields, with the card's `dataset.train` keys applied:
+        `first_sequence`/`second_sequence`/`label` name the JSON-lines fields
+        (`fields`) and `labels` is the label list (`labels`)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(FinetuneConfig)}
+        values["train"] = str(values["train"]) or None
+        dataset = self._extras.get("dataset") or {}
+        spec = dataset.get("train") if isinstance(dataset, dict) else None
+        if isinstance(spec, dict):
+            fields = dict(values["fields"])
+            for role in MODELSCOPE_DATASET_ROLES:
+                if isinstance(spec.get(role), str) and spec[role]:
+                    fields[role] = spec[role]
+            values["fields"] = fields
+            if spec.get("labels"):
+                values["labels"] = [str(label) for label in spec["labels"]]
+        return values

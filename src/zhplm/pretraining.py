@@ -37,6 +37,7 @@ from zhplm.objectives.pretraining import (
     PretrainingModule,
     build_objectives,
 )
+from zhplm.objectives.structbert import StructBertSection
 from zhplm.recipe import to_dict
 from zhplm.tokenization import Tokenizer
 from zhplm.training.checkpoint import latest_checkpoint
@@ -86,6 +87,7 @@ class PretrainRecipe:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     objectives: dict[str, float] = field(default_factory=lambda: {"mlm": 1.0})
     electra: ElectraSection = field(default_factory=ElectraSection)
+    structbert: StructBertSection = field(default_factory=StructBertSection)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
@@ -139,7 +141,8 @@ def _load_model(recipe: PretrainRecipe, tokenizer: Tokenizer, resume_from: Path 
                 recipe.model.preset, recipe.electra.generator_hidden_fraction, **sizes))
             model.discriminator.init_replaced_prior(recipe.electra.mask_prob)
     else:
-        sentence = any(recipe.objectives.get(n) for n in SENTENCE_OBJECTIVES)
+        sentence = any(recipe.objectives.get(n) for n in (*SENTENCE_OBJECTIVES,
+                                                          "sentence_order"))
         model_class = BertForPreTraining if sentence else BertForMaskedLM
         if source is not None:
             model = model_class.from_pretrained(source)
@@ -218,8 +221,22 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
     dataset.check_vocab(_vocab_source(recipe), source=str(recipe.data.dataset))
     model = _load_model(recipe, tokenizer, checkpoint if resume else None)
     module = PretrainingModule(model, build_objectives(recipe.objectives, recipe.electra))
+    if bool(recipe.objectives.get("sentence_order")) != (recipe.data.kind == "sentence_order"):
+        raise ConfigError(
+            f"objectives.sentence_order={recipe.objectives.get('sentence_order', 0)} with "
+            f"data.kind={recipe.data.kind!r}: StructBERT's sentence objective and the "
+            f"next/previous/random pairs go together; set both (data.kind: sentence_order) "
+            f"or neither")
+    if resume and checkpoint is not None:
+        module.load_heads(checkpoint)
+
+    def save_model(directory: Path) -> None:
+        model.save_pretrained(directory, tokenizer=tokenizer)
+        module.save_heads(directory)
     special = SpecialIds.from_tokenizer(tokenizer)
-    collate = PretrainCollator(recipe.masking_config(), special, recipe.train.seed)
+    collate = PretrainCollator(recipe.masking_config(), special, recipe.train.seed,
+                               word_order_ratio=recipe.structbert.wso_ratio
+                               if recipe.objectives.get("word_order") else 0.0)
     train_docs, dev_docs = split_documents(dataset.num_documents, recipe.data.dev_fraction)
     instance_config = recipe.data.instance_config()
 
@@ -237,7 +254,7 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
             evaluate = make_evaluator(module, collate, dev, recipe.data.eval_instances,
                                       recipe.train.micro_batch_size(1))
     trainer = Trainer(module, stream, recipe.train, out, env=env, evaluate=evaluate,
-                      save_model=lambda d: model.save_pretrained(d, tokenizer=tokenizer))
+                      save_model=save_model)
     if resume and checkpoint is not None:
         trainer.resume(checkpoint)
     if env.is_main:
@@ -246,8 +263,7 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
     metrics = trainer.fit()
     if env.is_main:
         # the model directory (an ELECTRA pair: both towers) appears whole or not at all
-        save_dir_atomically(lambda d: model.save_pretrained(d, tokenizer=tokenizer),
-                            out / "model")
+        save_dir_atomically(save_model, out / "model")
         atomic_write_text(out / "final_metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 

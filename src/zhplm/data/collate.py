@@ -16,6 +16,7 @@ from torch import Tensor
 
 from zhplm.data.instances import Instances, SpecialIds
 from zhplm.data.masking import MaskingConfig, build_strategy, mask_sequence
+from zhplm.data.word_order import shuffle_trigrams
 
 
 @dataclass
@@ -30,13 +31,20 @@ class PretrainBatch:
     mlm_uniforms: Tensor  # one U[0, 1) per predicted position (ELECTRA's generator samples)
     sentence_labels: Tensor | None
     num_tokens: int
+    # StructBERT's word order: flat positions of shuffled trigram tokens, their original ids
+    order_positions: Tensor | None = None
+    order_labels: Tensor | None = None
 
 
 class PretrainCollator:
     """Masks and pads instances into a `PretrainBatch`."""
 
-    def __init__(self, masking: MaskingConfig, special: SpecialIds, seed: int) -> None:
+    def __init__(self, masking: MaskingConfig, special: SpecialIds, seed: int,
+                 word_order_ratio: float = 0.0) -> None:
+        """`word_order_ratio` > 0 also shuffles trigrams covering that share of each
+        sequence (StructBERT's word structural objective), after the MLM masking."""
         self.masking = masking
+        self.word_order_ratio = word_order_ratio
         self.strategy = build_strategy(masking)
         self.special = special
         self.seed = seed
@@ -48,6 +56,8 @@ class PretrainCollator:
         positions: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         uniforms: list[np.ndarray] = []
+        order_positions: list[np.ndarray] = []
+        order_labels: list[np.ndarray] = []
         for row, index in enumerate(indices):
             length = int(instances.lengths[index])
             ids = instances.input_ids[index, :length]
@@ -58,10 +68,18 @@ class PretrainCollator:
                 self.masking, rng, mask_token_id=self.special.mask,
                 vocab_size=self.special.vocab_size, first_normal_id=self.special.first_normal,
             )
-            input_ids[row, :length] = masked.input_ids
+            uniforms.append(rng.random(len(masked.positions)))  # drawn after the mask
+            corrupted = masked.input_ids
+            if self.word_order_ratio:  # after the mask and the uniforms: those stay as they are
+                blocked = special_mask.copy()
+                blocked[masked.positions] = True
+                shuffled = shuffle_trigrams(corrupted, blocked, self.word_order_ratio, rng)
+                corrupted = shuffled.input_ids
+                order_positions.append(shuffled.positions + row * width)
+                order_labels.append(shuffled.labels.astype(np.int64))
+            input_ids[row, :length] = corrupted
             positions.append(np.asarray(masked.positions, dtype=np.int64) + row * width)
             labels.append(np.asarray(masked.labels, dtype=np.int64))
-            uniforms.append(rng.random(len(masked.positions)))  # drawn after the mask
         lengths = instances.lengths[list(indices)]
         attention = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         sentence_labels = None
@@ -77,6 +95,10 @@ class PretrainCollator:
             mlm_uniforms=torch.from_numpy(np.concatenate(uniforms)),
             sentence_labels=sentence_labels,
             num_tokens=int(lengths.sum()),
+            order_positions=torch.from_numpy(np.concatenate(order_positions)).long()
+            if self.word_order_ratio else None,
+            order_labels=torch.from_numpy(np.concatenate(order_labels))
+            if self.word_order_ratio else None,
         )
 
 

@@ -6,6 +6,16 @@
 - `nsp` (BERT): segment A, then its true continuation or (p=0.5) a random span of another
   document; label 0 = continuation, 1 = random (HF's convention).
 - `sop` (ALBERT): two consecutive segments, swapped with p=0.5; label 1 = swapped.
+- `sentence_order` (StructBERT's sentence structural objective): segment B is, with
+  p=1/3 each, the text right after A (label 0), the text right before A (label 1) or a
+  random span of another document (label 2). The label is drawn first and A is then placed
+  so that the needed neighbour exists: the chunk of consecutive sentences that NSP would
+  split into A and its continuation is split the same way, and for "previous" the two
+  halves swap roles (A = the later half, B = the earlier one). Every chunk therefore has
+  both neighbours, whether it opens or closes its document, and the labels stay balanced.
+  A one-sentence chunk is cut at a random token; the rare chunk of a single token that
+  drew label 0/1 gives no instance. A corpus of one document only yields labels 0 and 1.
+  Over-long pairs are trimmed at their outer ends so that A and B stay adjacent.
 
 `short_seq_prob` draws a shorter target length now and then, as BERT does, so the model
 also sees short inputs. Instances are numpy arrays, padded to `seq_length`.
@@ -21,7 +31,7 @@ import numpy as np
 
 from zhplm.errors import ConfigError
 
-INSTANCE_KINDS = ("full_sentences", "nsp", "sop")
+INSTANCE_KINDS = ("full_sentences", "nsp", "sop", "sentence_order")
 Segment = tuple[np.ndarray, np.ndarray]  # (token ids, word starts)
 
 
@@ -69,7 +79,7 @@ class Instances:
     token_type_ids: np.ndarray   # [n, seq_length] uint8
     word_starts: np.ndarray      # [n, seq_length] uint8 (1 = token starts a word)
     lengths: np.ndarray          # [n] int32, real tokens per sequence
-    sentence_labels: np.ndarray | None = None  # [n] int64 for nsp / sop
+    sentence_labels: np.ndarray | None = None  # [n] int64 for nsp / sop / sentence_order
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -131,6 +141,48 @@ def _truncate_pair(a: Segment, b: Segment, max_tokens: int, rng: random.Random) 
     return (a_ids, a_ws), (b_ids, b_ws)
 
 
+def _truncate_adjacent(first: Segment, second: Segment, max_tokens: int) -> tuple:
+    """Trim the longer of two adjacent spans (`first` right before `second`) at its outer end
+    (the front of `first`, the back of `second`), so the spans stay adjacent."""
+    (f_ids, f_ws), (s_ids, s_ws) = first, second
+    f_len, s_len = len(f_ids), len(s_ids)
+    while f_len + s_len > max_tokens:  # as _truncate_pair: the longer side (ties: `second`)
+        if f_len > s_len:
+            f_len -= 1
+        else:
+            s_len -= 1
+    start = len(f_ids) - f_len
+    return (f_ids[start:], f_ws[start:]), (s_ids[:s_len], s_ws[:s_len])
+
+
+def _sentence_order_pair(chunk: list[Segment], documents: Callable[[int], list[Segment]],
+                         doc_ids: Sequence[int], d: int, max_tokens: int,
+                         rng: random.Random) -> tuple[Segment, Segment, int, int] | None:
+    """(A, B, label, unused) for one chunk of `sentence_order`: label 0 = B follows A,
+    1 = B precedes A, 2 = B is from another document; `unused` trailing sentences of the
+    chunk go back to the document. None when the chunk cannot be split (one token)."""
+    label = rng.randrange(3) if len(doc_ids) > 1 else rng.randrange(2)
+    a_end = 1 if len(chunk) < 2 else rng.randint(1, len(chunk) - 1)
+    if label == 2:  # as NSP's random case
+        a = _concat(chunk[:a_end])
+        other = doc_ids[(d + rng.randint(1, len(doc_ids) - 1)) % len(doc_ids)]
+        other_sentences = [s for s in documents(other) if len(s[0])] or [a]
+        start = rng.randint(0, len(other_sentences) - 1)
+        b = _concat(other_sentences[start:])
+        a, b = _truncate_pair(a, b, max_tokens, rng)
+        return a, b, label, len(chunk) - a_end
+    if len(chunk) >= 2:
+        first, second = _concat(chunk[:a_end]), _concat(chunk[a_end:])
+    else:  # one sentence: cut it in two
+        ids, ws = chunk[0]
+        if len(ids) < 2:
+            return None
+        cut = rng.randint(1, len(ids) - 1)
+        first, second = (ids[:cut], ws[:cut]), (ids[cut:], ws[cut:])
+    first, second = _truncate_adjacent(first, second, max_tokens)
+    return (first, second, 0, 0) if label == 0 else (second, first, 1, 0)
+
+
 def _full_sentences(documents: Callable[[int], list[Segment]], doc_ids: Sequence[int],
                     config: InstanceConfig, writer: _Writer, rng: random.Random) -> None:
     max_tokens = config.seq_length - 2
@@ -158,6 +210,7 @@ def _sentence_pairs(documents: Callable[[int], list[Segment]], doc_ids: Sequence
                     config: InstanceConfig, writer: _Writer, rng: random.Random) -> None:
     max_tokens = config.seq_length - 3
     nsp = config.kind == "nsp"
+    order = config.kind == "sentence_order"
     for d, doc in enumerate(doc_ids):
         sentences = [s for s in documents(doc) if len(s[0])]
         goal = rng.randint(2, max_tokens) if rng.random() < config.short_seq_prob else max_tokens
@@ -166,7 +219,16 @@ def _sentence_pairs(documents: Callable[[int], list[Segment]], doc_ids: Sequence
         while i < len(sentences):
             chunk.append(sentences[i])
             length += len(sentences[i][0])
-            if i == len(sentences) - 1 or length >= goal:
+            if order and (i == len(sentences) - 1 or length >= goal):
+                pair = _sentence_order_pair(chunk, documents, doc_ids, d, max_tokens, rng)
+                if pair is not None:
+                    a, b, label, unused = pair
+                    i -= unused  # put the unused segments back
+                    writer.add([a], [b], label)
+                chunk, length = [], 0
+                goal = rng.randint(2, max_tokens) if rng.random() < config.short_seq_prob \
+                    else max_tokens
+            elif i == len(sentences) - 1 or length >= goal:
                 a_end = 1 if len(chunk) < 2 else rng.randint(1, len(chunk) - 1)
                 a = _concat(chunk[:a_end])
                 if nsp and (len(chunk) == 1 or rng.random() < 0.5) and len(doc_ids) > 1:

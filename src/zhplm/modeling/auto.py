@@ -58,7 +58,8 @@ FAMILIES: dict[str, dict[str, type[PreTrainedModel]]] = {
         QUESTION_ANSWERING: ElectraForQuestionAnswering,
     },
 }
-FAMILY_OF_MODEL_TYPE = {"bert": "bert", "roberta": "bert", "electra": "electra"}
+FAMILY_OF_MODEL_TYPE = {"bert": "bert", "roberta": "bert", "structbert": "bert",
+                        "electra": "electra"}
 
 
 def family(config: ModelConfig) -> str:

@@ -8,16 +8,22 @@ runs its two towers itself and trains alone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from zhplm.errors import ConfigError
+from zhplm.errors import CheckpointError, ConfigError
+from zhplm.modeling.pretrained import load_weights_file
 from zhplm.objectives.electra import ElectraSection, ReplacedTokenDetection
 from zhplm.objectives.mlm import MaskedLM
 from zhplm.objectives.sentence import SentenceRelation
+from zhplm.objectives.structbert import HEADS_FILE, SentenceOrder, WordOrder
 
 OBJECTIVES = {"mlm": MaskedLM, "nsp": lambda: SentenceRelation("nsp"),
-              "sop": lambda: SentenceRelation("sop"), "electra": ReplacedTokenDetection}
+              "sop": lambda: SentenceRelation("sop"), "electra": ReplacedTokenDetection,
+              "word_order": WordOrder, "sentence_order": SentenceOrder}
 SENTENCE_OBJECTIVES = ("nsp", "sop")
 STANDALONE_OBJECTIVES = ("electra",)  # own model (an ELECTRA pair); no other objective beside
 
@@ -52,6 +58,30 @@ class PretrainingModule(nn.Module):
         self.model = model
         self.objectives = objectives
         self.needs_encoder = any(getattr(o, "needs_encoder", True) for o, _ in objectives)
+        # Heads an objective owns beyond the HF model (StructBERT's 3-way sentence order),
+        # trained here and saved beside the model directory (`save_heads`).
+        self.heads = nn.ModuleDict({o.name: o.build_head(model) for o, _ in objectives
+                                    if hasattr(o, "build_head")})
+
+    def save_heads(self, directory: Path) -> None:
+        """Write the objectives' own heads into `directory` (nothing when there are none)."""
+        if len(self.heads):
+            state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+            atomic_save_file(state, Path(directory) / HEADS_FILE)
+
+    def load_heads(self, directory: Path) -> None:
+        """Read the heads `save_heads` wrote (resume, or continue from a trained model)."""
+        if not len(self.heads):
+            return
+        path = Path(directory) / HEADS_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing; the {', '.join(self.heads)} head of this "
+                                  f"run is saved there")
+        state = load_weights_file(path)
+        try:
+            self.heads.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: does not fit this run's heads ({exc})") from None
 
     def normalizers(self, batches: list) -> dict[str, Tensor]:
         totals: dict[str, float] = {}
@@ -68,8 +98,24 @@ class PretrainingModule(nn.Module):
         total: Tensor | float = 0.0
         stats: dict[str, Tensor] = {}
         for objective, weight in self.objectives:
-            loss, objective_stats = objective.loss(self.model, encoded, batch, norms)
+            extra = {"head": self.heads[objective.name]} if objective.name in self.heads else {}
+            loss, objective_stats = objective.loss(self.model, encoded, batch, norms, **extra)
             total = total + weight * loss
             stats.update(objective_stats)
         stats["tokens"] = torch.tensor(float(batch.num_tokens))
         return total, stats
+
+
+def atomic_save_file(state: dict[str, Tensor], path: Path) -> None:
+    """safetensors `save_file` through a temp file in the same directory and a rename."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "pt"})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

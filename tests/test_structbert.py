@@ -1,0 +1,82 @@
+"""StructBERT pre-training end to end on the built-in corpus: every loss falls, the model is
+a plain BERT directory, the 3-way sentence head lives beside it, and resume is exact."""
+
+import json
+import signal
+import time
+
+import torch
+import transformers
+from pretrain_helpers import pretrain_cli, read_losses, recipe_args
+from safetensors.torch import load_file
+
+from zhplm.errors import ConfigError
+from zhplm.modeling.bert import BertForMaskedLM
+from zhplm.objectives.structbert import HEADS_FILE
+from zhplm.pretraining import PretrainRecipe, run_pretraining
+from zhplm.recipe import load_recipe
+
+STRUCTBERT = {"objectives.mlm": 1.0, "objectives.word_order": 1.0,
+              "objectives.sentence_order": 1.0, "data.kind": "sentence_order"}
+
+
+def test_short_structbert_run_lowers_every_loss(small_dataset, zh_vocab_dir, tmp_path):
+    run = tmp_path / "run"
+    recipe = load_recipe(PretrainRecipe, None, recipe_args(small_dataset, zh_vocab_dir, run, **{
+        **STRUCTBERT, "train.total_steps": 100, "train.eval_steps": 100,
+        "train.report_steps": 20, "train.save_checkpoint_steps": 100, "train.dtype": "fp32"}))
+    metrics = run_pretraining(recipe)
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in records if "sentence_order_loss" in r)
+    for name in ("mlm", "word_order", "sentence_order"):
+        assert metrics[f"eval_{name}_loss"] < first[f"{name}_loss"], (name, metrics, first)
+    # In 100 tiny steps the sentence-order head is still at chance (accuracy ~0.34, loss
+    # near ln 3 = 1.0986): its loss falls only from a miscalibrated start. Open in issue 9.
+    # the model directory is a plain BERT; the 3-way head sits beside it
+    model_dir = run / "model"
+    ours = BertForMaskedLM.from_pretrained(model_dir)
+    theirs = transformers.BertForMaskedLM.from_pretrained(model_dir).eval()
+    ids = torch.tensor([[2, 100, 200, 300, 3]])
+    with torch.no_grad():
+        assert (ours(ids).logits - theirs(input_ids=ids).logits).abs().max() <= 1e-5
+    heads = load_file(str(model_dir / HEADS_FILE))
+    assert heads["sentence_order.weight"].shape == (3, 128)
+    saved = load_file(str(run / "checkpoints" / "step-00000100" / HEADS_FILE))
+    assert all(torch.equal(heads[k], saved[k]) for k in heads)
+
+
+def test_structbert_sigkill_then_resume_reproduces_the_losses(small_dataset, zh_vocab_dir,
+                                                              tmp_path):
+    args = {**STRUCTBERT}
+    full = pretrain_cli(recipe_args(small_dataset, zh_vocab_dir, tmp_path / "full", **args))
+    killed = pretrain_cli(recipe_args(small_dataset, zh_vocab_dir, tmp_path / "killed", **args))
+    checkpoint = tmp_path / "killed" / "checkpoints" / "step-00000010"
+    deadline = time.time() + 180
+    while not checkpoint.is_dir() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.is_dir(), killed.communicate()[1]
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    resumed = pretrain_cli([*recipe_args(small_dataset, zh_vocab_dir, tmp_path / "killed",
+                                         **args), "--resume"])
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
+    assert full.wait(timeout=300) == 0, full.communicate()[1]
+    reference, again = read_losses(tmp_path / "full"), read_losses(tmp_path / "killed")
+    assert sorted(again) == list(range(1, 21))
+    assert all(again[step] == reference[step] for step in range(1, 21)), (reference, again)
+    for name in ("model.safetensors", HEADS_FILE):
+        a = load_file(str(tmp_path / "full" / "model" / name))
+        b = load_file(str(tmp_path / "killed" / "model" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_sentence_order_needs_its_pairs(small_dataset, zh_vocab_dir, tmp_path):
+    recipe = load_recipe(PretrainRecipe, None, recipe_args(
+        small_dataset, zh_vocab_dir, tmp_path / "run",
+        **{**STRUCTBERT, "data.kind": "full_sentences"}))
+    try:
+        run_pretraining(recipe)
+    except ConfigError as exc:
+        assert "data.kind" in str(exc) and "sentence_order" in str(exc)
+    else:
+        raise AssertionError("a sentence_order objective over full_sentences must be refused")
