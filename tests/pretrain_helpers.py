@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -44,3 +47,27 @@ def pretrain_cli(args: list[str], **kwargs: object) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "zhplm", "pretrain", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **kwargs)
+
+
+def kill_then_resume(args_for: Callable[[Path], list[str]], root: Path,
+                     steps: int = 20) -> tuple[Path, Path]:
+    """Run `root/full` to the end and `root/killed` until its step-10 checkpoint, SIGKILL
+    it, resume it with --resume, and check both logged the same loss at every step.
+    Returns (full, killed) run directories for comparing what they saved."""
+    full_dir, killed_dir = root / "full", root / "killed"
+    full = pretrain_cli(args_for(full_dir))
+    killed = pretrain_cli(args_for(killed_dir))
+    checkpoint = killed_dir / "checkpoints" / "step-00000010"
+    deadline = time.time() + 180
+    while not checkpoint.is_dir() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.is_dir(), killed.communicate()[1]
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    resumed = pretrain_cli([*args_for(killed_dir), "--resume"])
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
+    assert full.wait(timeout=300) == 0, full.communicate()[1]
+    reference, again = read_losses(full_dir), read_losses(killed_dir)
+    assert sorted(again) == list(range(1, steps + 1))
+    assert all(again[s] == reference[s] for s in range(1, steps + 1)), (reference, again)
+    return full_dir, killed_dir

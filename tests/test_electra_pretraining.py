@@ -3,17 +3,15 @@ learning, shared embeddings, exact resume, torchrun, and recipe errors."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import transformers
-from pretrain_helpers import pretrain_cli, read_losses, recipe_args
+from pretrain_helpers import kill_then_resume, pretrain_cli, read_losses, recipe_args
 from safetensors.torch import load_file
 
 from zhplm.config import electra_preset
@@ -199,26 +197,13 @@ def test_short_electra_tiny_run_learns_and_keeps_embeddings_shared(small_dataset
 
 def test_electra_sigkill_then_resume_reproduces_the_losses(small_dataset, zh_vocab_dir,
                                                            tmp_path):
-    full = pretrain_cli(electra_args(small_dataset, zh_vocab_dir, tmp_path / "full"))
-    killed = pretrain_cli(electra_args(small_dataset, zh_vocab_dir, tmp_path / "killed"))
-    checkpoint = tmp_path / "killed" / "checkpoints" / "step-00000010"
-    deadline = time.time() + 180
-    while not checkpoint.is_dir() and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert checkpoint.is_dir(), killed.communicate()[1]
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    full, killed = kill_then_resume(
+        lambda out: electra_args(small_dataset, zh_vocab_dir, out), tmp_path)
+    checkpoint = killed / "checkpoints" / "step-00000010"
     assert (checkpoint / "discriminator" / "config.json").is_file()
-    resumed = pretrain_cli([*electra_args(small_dataset, zh_vocab_dir, tmp_path / "killed"),
-                            "--resume"])
-    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
-    assert full.wait(timeout=300) == 0, full.communicate()[1]
-    reference, again = read_losses(tmp_path / "full"), read_losses(tmp_path / "killed")
-    assert sorted(again) == list(range(1, 21))
-    assert all(again[step] == reference[step] for step in range(1, 21)), (reference, again)
     for tower in ("discriminator", "generator"):
-        a = load_file(str(tmp_path / "full" / "model" / tower / "model.safetensors"))
-        b = load_file(str(tmp_path / "killed" / "model" / tower / "model.safetensors"))
+        a = load_file(str(full / "model" / tower / "model.safetensors"))
+        b = load_file(str(killed / "model" / tower / "model.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a), tower
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from pretrain_helpers import kill_then_resume, read_losses, recipe_args
 from pretrain_helpers import pretrain_cli as _cli
-from pretrain_helpers import read_losses, recipe_args
 from safetensors.torch import load_file
 
 from zhplm.cli import main
@@ -40,24 +40,10 @@ def test_short_tiny_run_lowers_held_out_mlm_loss(small_dataset, zh_vocab_dir, tm
 
 
 def test_sigkill_then_resume_reproduces_the_losses(small_dataset, zh_vocab_dir, tmp_path):
-    full = _cli(recipe_args(small_dataset, zh_vocab_dir, tmp_path / "full"))
-    killed = _cli(recipe_args(small_dataset, zh_vocab_dir, tmp_path / "killed"))
-    checkpoint = tmp_path / "killed" / "checkpoints" / "step-00000010"
-    deadline = time.time() + 120
-    while not checkpoint.is_dir() and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert checkpoint.is_dir(), killed.communicate()[1]
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    resumed = _cli([*recipe_args(small_dataset, zh_vocab_dir, tmp_path / "killed"), "--resume"])
-    assert resumed.wait(timeout=180) == 0, resumed.communicate()[1]
-    assert full.wait(timeout=180) == 0, full.communicate()[1]
-    reference = read_losses(tmp_path / "full")
-    again = read_losses(tmp_path / "killed")
-    assert sorted(again) == list(range(1, 21))
-    assert all(again[step] == reference[step] for step in range(1, 21)), (reference, again)
-    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "killed" / "model" / "model.safetensors"))
+    full, killed = kill_then_resume(
+        lambda out: recipe_args(small_dataset, zh_vocab_dir, out), tmp_path)
+    a = load_file(str(full / "model" / "model.safetensors"))
+    b = load_file(str(killed / "model" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -2,12 +2,10 @@
 a plain BERT directory, the 3-way sentence head lives beside it, and resume is exact."""
 
 import json
-import signal
-import time
 
 import torch
 import transformers
-from pretrain_helpers import pretrain_cli, read_losses, recipe_args
+from pretrain_helpers import kill_then_resume, recipe_args
 from safetensors.torch import load_file
 
 from zhplm.errors import ConfigError
@@ -47,26 +45,11 @@ def test_short_structbert_run_lowers_every_loss(small_dataset, zh_vocab_dir, tmp
 
 def test_structbert_sigkill_then_resume_reproduces_the_losses(small_dataset, zh_vocab_dir,
                                                               tmp_path):
-    args = {**STRUCTBERT}
-    full = pretrain_cli(recipe_args(small_dataset, zh_vocab_dir, tmp_path / "full", **args))
-    killed = pretrain_cli(recipe_args(small_dataset, zh_vocab_dir, tmp_path / "killed", **args))
-    checkpoint = tmp_path / "killed" / "checkpoints" / "step-00000010"
-    deadline = time.time() + 180
-    while not checkpoint.is_dir() and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert checkpoint.is_dir(), killed.communicate()[1]
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    resumed = pretrain_cli([*recipe_args(small_dataset, zh_vocab_dir, tmp_path / "killed",
-                                         **args), "--resume"])
-    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
-    assert full.wait(timeout=300) == 0, full.communicate()[1]
-    reference, again = read_losses(tmp_path / "full"), read_losses(tmp_path / "killed")
-    assert sorted(again) == list(range(1, 21))
-    assert all(again[step] == reference[step] for step in range(1, 21)), (reference, again)
+    full, killed = kill_then_resume(
+        lambda out: recipe_args(small_dataset, zh_vocab_dir, out, **STRUCTBERT), tmp_path)
     for name in ("model.safetensors", HEADS_FILE):
-        a = load_file(str(tmp_path / "full" / "model" / name))
-        b = load_file(str(tmp_path / "killed" / "model" / name))
+        a = load_file(str(full / "model" / name))
+        b = load_file(str(killed / "model" / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
