@@ -66,3 +66,22 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory, zh_vocab_dir: Path) 
     corpus.write_text("\n".join(subset) + "\n", encoding="utf-8")
     preprocess([corpus], zh_vocab_dir / "vocab.txt", root / "dataset")
     return root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def annotated_dataset(tmp_path_factory: pytest.TempPathFactory, zh_vocab_dir: Path) -> Path:
+    """The corpus of `small_dataset` (fewer documents: jieba.posseg is slow), preprocessed
+    with the jieba annotator: LERT's POS and NER labels beside the token ids."""
+    from zhplm import datasets
+    from zhplm.data.corpus import preprocess
+
+    root = tmp_path_factory.mktemp("lert_data")
+    lines = list(datasets.corpus_lines())
+    half = ANNOTATED_SUBSET_DOCUMENTS // 2
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(lines[:half] + lines[-half:]) + "\n", encoding="utf-8")
+    preprocess([corpus], zh_vocab_dir / "vocab.txt", root / "dataset", annotate="jieba")
+    return root / "dataset"
+
+
+ANNOTATED_SUBSET_DOCUMENTS = 2000

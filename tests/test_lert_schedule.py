@@ -26,7 +26,9 @@ def test_ramp_ends_in_steps_or_fractions_and_errors():
     assert section.weights(100, 10_000) == {"lambda_pos": 0.5}
     with pytest.raises(ConfigError, match="unknown srl"):
         LertSection(tasks=["pos", "srl"])
-    with pytest.raises(ConfigError, match="ramp_ends.dep"):
-        LertSection(tasks=["dep"], ramp_ends={})
+    # a task left out of ramp_ends keeps LERT's fraction of the run
+    assert LertSection(tasks=["dep"], ramp_ends={}).weights(250, 1000) == {"lambda_dep": 0.5}
+    with pytest.raises(ConfigError, match="ramp_ends: unknown srl"):
+        LertSection(ramp_ends={"srl": 0.5})
     with pytest.raises(ConfigError, match="whole number"):
         LertSection(ramp_ends={"pos": 2.5, "ner": 0.3, "dep": 0.5})

@@ -91,17 +91,24 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
     from zhplm.pipelines import pipeline
 
     fill = pipeline("fill-mask", model=args.model, top_k=args.top_k, dtype=args.dtype,
-                    truncate=not args.no_truncate)
+                    truncate=not args.no_truncate, linguistic=args.linguistic)
     results = fill(args.text, targets=args.targets)
     if args.json:
         _print_json(results)
         return 0
     for text, result in zip(args.text, results, strict=True):
         print(text)
-        masks = result if result and isinstance(result[0], list) else [result]
-        for n, predictions in enumerate(masks, 1):
+        several = isinstance(result, list) and result and isinstance(result[0], list | dict) \
+            and not (isinstance(result[0], dict) and "token_str" in result[0])
+        masks = result if several else [result]
+        for n, found in enumerate(masks, 1):
             label = f"  mask {n}: " if len(masks) > 1 else "  "
+            predictions = found["tokens"] if isinstance(found, dict) else found
             print(label + "  ".join(f"{p['token_str']} {p['score']:.3f}" for p in predictions))
+            if isinstance(found, dict):  # --linguistic: the mask's POS / NER / DEP labels
+                for task in (t for t in found if t != "tokens"):
+                    print(f"    {task}: " + "  ".join(f"{t['label']} {t['score']:.3f}"
+                                                     for t in found[task]))
     return 0
 
 
@@ -202,12 +209,17 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         inputs = [datasets.write_corpus(Path(args.out).with_name("builtin_corpus.txt"))]
     meta = preprocess(inputs, args.vocab, args.out, workers=args.workers, strict=args.strict,
                       segmenter=args.segmenter, layout=args.layout, overwrite=args.overwrite,
-                      progress=True)
+                      progress=True, annotate=args.annotate)
     skipped = {k: v for k, v in meta["skipped"].items() if v}
     print(f"wrote {args.out}: {meta['num_documents']} documents, {meta['num_sentences']} "
           f"sentences, {meta['num_tokens']} tokens in {len(meta['shards'])} shard(s), "
           f"{meta['num_characters'] / max(meta['seconds'], 1e-9) / 1e6:.2f}M chars/s"
           + (f"; skipped {skipped}" if skipped else ""))
+    annotation = meta.get("annotation")
+    if annotation is not None:
+        counts = ", ".join(f"{task} {n}" for task, n in annotation["labelled_tokens"].items())
+        print(f"labels from {annotation['annotator']}: tokens labelled: {counts}; "
+              f"unannotated sentences: {annotation['unannotated_sentences']}")
     return 0
 
 
@@ -404,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("fill-mask", cmd_fill_mask, "predict the [MASK] tokens of each text")
     sub.add_argument("--top-k", type=int, default=5, help="predictions per mask")
     sub.add_argument("--targets", nargs="+", help="restrict predictions to these tokens")
+    sub.add_argument("--linguistic", action="store_true",
+                     help="also predict each mask's POS / NER / DEP label (a LERT model: "
+                          "lert_heads.safetensors beside it)")
     inference_options(sub)
 
     sub = verb("rtd", cmd_rtd, "replaced-token detection with an ELECTRA discriminator")
@@ -437,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--strict", action="store_true",
                      help="stop at the first bad line instead of skipping and counting it")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    sub.add_argument("--annotate", metavar="jieba|conll:PATH",
+                     help="LERT's per-token POS/NER/DEP labels: 'jieba' (jieba.posseg; POS and "
+                          "NER, no DEP) or 'conll:PATH' (a CoNLL-U/CoNLL-X file whose sentences "
+                          "are the corpus lines); word starts then follow the annotator's words")
 
     sub = verb("pretrain", cmd_pretrain, "pre-train a model from a recipe (YAML/JSON)")
     sub.add_argument("--config", help="recipe file, e.g. configs/pretrain/demo.yaml")

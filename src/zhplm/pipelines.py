@@ -37,6 +37,8 @@ from zhplm.modeling.auto import (
     load_model,
 )
 from zhplm.modeling.heads import REGRESSION, labels_of
+from zhplm.modeling.lert_heads import HEADS_FILE as LERT_HEADS_FILE
+from zhplm.modeling.lert_heads import LinguisticHeads
 from zhplm.modeling.pretrained import PreTrainedModel
 from zhplm.tokenization import Tokenizer
 
@@ -198,9 +200,37 @@ class FillMaskPipeline(Pipeline):
     head = MASKED_LM
 
     def __init__(self, model: Any, tokenizer: Tokenizer | None = None, *, top_k: int = 5,
-                 **options: Any) -> None:
+                 linguistic: bool | LinguisticHeads = False, **options: Any) -> None:
+        """`linguistic=True` also predicts each mask's POS / NER / DEP label with LERT's
+        heads saved beside the model (`lert_heads.safetensors`; or pass the heads)."""
         super().__init__(model, tokenizer, **options)
         self.top_k = top_k
+        self.linguistic: LinguisticHeads | None = None
+        if linguistic is not False and linguistic is not None:
+            self.linguistic = self._linguistic_heads(model, linguistic)
+
+    def _linguistic_heads(self, model: Any, heads: bool | LinguisticHeads) -> LinguisticHeads:
+        if isinstance(heads, LinguisticHeads):
+            loaded = heads
+        elif isinstance(model, (str, os.PathLike)):
+            if not LinguisticHeads.has_heads(model):
+                raise ConfigError(
+                    f"{model}: no LERT heads ({LERT_HEADS_FILE}) beside the model; "
+                    f"linguistic=True needs a model pre-trained with objectives.lert (or "
+                    f"converted from a LERT TF checkpoint)")
+            loaded = LinguisticHeads.from_pretrained(model)
+        else:
+            raise InputError("linguistic=True with an in-memory model: pass the heads "
+                             "(linguistic=LinguisticHeads.from_pretrained(DIR))")
+        predictions = getattr(getattr(self.model, "cls", None), "predictions", None)
+        if predictions is None or not hasattr(predictions, "transform"):
+            raise ConfigError("linguistic predictions read BERT's cls.predictions.transform; "
+                              f"this {type(self.model).__name__} has none")
+        width = next(iter(loaded.tasks.values())).in_features
+        if width != self.model.config.hidden_size:
+            raise ConfigError(f"the LERT heads read {width}-wide states but the model's "
+                              f"hidden_size is {self.model.config.hidden_size}")
+        return loaded.to(next(self.model.parameters()).dtype).eval()
 
     def target_ids(self, targets: str | Sequence[str]) -> list[int]:
         """Vocabulary ids of `targets`; a word outside the vocab maps to its first piece."""
@@ -230,7 +260,9 @@ class FillMaskPipeline(Pipeline):
         targets: str | Sequence[str] | None = None,
     ) -> list[Any]:
         """For one text: a list of {score, token, token_str, sequence} (a list of such lists
-        when the text has several masks). For a list of texts: one such result per text."""
+        when the text has several masks). For a list of texts: one such result per text.
+        With `linguistic`, each mask's result is instead {"tokens": that list, "pos": [{label,
+        score}, ...], "ner": [...], "dep": [...]} (the tasks the heads were trained on)."""
         top_k = top_k or self.top_k
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
@@ -251,6 +283,7 @@ class FillMaskPipeline(Pipeline):
                 hidden = self.model.base_model(input_ids, attention).last_hidden_state
                 rows, cols = torch.nonzero(input_ids == mask_id, as_tuple=True)
                 logits = self.model.masked_lm_logits(hidden[rows, cols])
+                tags = self._tag_scores(hidden[rows, cols]) if self.linguistic else None
                 probs = logits.float().softmax(-1)
                 if target_ids is not None:
                     probs = probs[:, target_ids]
@@ -260,15 +293,28 @@ class FillMaskPipeline(Pipeline):
                 per_mask = zip(rows.tolist(), cols.tolist(), scores.tolist(),
                                predictions.tolist(), strict=True)
                 grouped: dict[int, list[list[dict[str, Any]]]] = {}
-                for row, col, row_scores, row_preds in per_mask:
+                for k, (row, col, row_scores, row_preds) in enumerate(per_mask):
                     text_ids = ids[index[row]]
-                    grouped.setdefault(row, []).append(
-                        self._propositions(text_ids, col, row_scores, row_preds)
-                    )
+                    found = self._propositions(text_ids, col, row_scores, row_preds)
+                    if tags is not None:
+                        found = {"tokens": found, **{task: top[k] for task, top in tags.items()}}
+                    grouped.setdefault(row, []).append(found)
                 for row, i in enumerate(index):
                     masks = grouped[row]
                     results[i] = masks[0] if len(masks) == 1 else masks
         return results[0] if single else results
+
+    def _tag_scores(self, hidden: Tensor) -> dict[str, list[list[dict[str, Any]]]]:
+        """Per task, per mask: the `top_k` labels with their probabilities."""
+        assert self.linguistic is not None
+        logits = self.linguistic(self.model.cls.predictions.transform(hidden))
+        out: dict[str, list[list[dict[str, Any]]]] = {}
+        for task, task_logits in logits.items():
+            names = self.linguistic.labels[task]
+            scores, labels = task_logits.float().softmax(-1).topk(min(self.top_k, len(names)))
+            out[task] = [[{"label": names[i], "score": p} for p, i in zip(ps, ls, strict=True)]
+                         for ps, ls in zip(scores.tolist(), labels.tolist(), strict=True)]
+        return out
 
     def _propositions(self, ids: list[int], position: int, scores: list[float],
                       predictions: list[int]) -> list[dict[str, Any]]:
@@ -591,7 +637,8 @@ def pipeline(task: str, model: str | os.PathLike[str] | PreTrainedModel, **optio
     Options: `tokenizer`, `batch_size` (32), `dtype` ("auto": bf16 where the CPU runs it
     natively, else fp32; or "fp32", "bf16"), `truncate`
     (True: over-long inputs are cut with a warning; False: they raise), and per task
-    `top_k` for fill-mask and text-classification, `aggregation_strategy` for
+    `top_k` for fill-mask and text-classification, `linguistic` for fill-mask (LERT's POS /
+    NER / DEP of each mask), `aggregation_strategy` for
     token-classification, `threshold` (0.5) for replaced-token-detection.
 
     The model directory may hold any family with the task's head (`zhplm.modeling.auto`):

@@ -32,6 +32,7 @@ from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.bert import BertForMaskedLM, BertForPreTraining
 from zhplm.modeling.electra import DISCRIMINATOR_DIR, ElectraPretrainingPair
 from zhplm.objectives.electra import ElectraSection
+from zhplm.objectives.lert import LertSection
 from zhplm.objectives.pretraining import (
     SENTENCE_OBJECTIVES,
     PretrainingModule,
@@ -88,6 +89,7 @@ class PretrainRecipe:
     objectives: dict[str, float] = field(default_factory=lambda: {"mlm": 1.0})
     electra: ElectraSection = field(default_factory=ElectraSection)
     structbert: StructBertSection = field(default_factory=StructBertSection)
+    lert: LertSection = field(default_factory=LertSection)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
@@ -220,7 +222,8 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
     dataset = TokenDataset(recipe.data.dataset)
     dataset.check_vocab(_vocab_source(recipe), source=str(recipe.data.dataset))
     model = _load_model(recipe, tokenizer, checkpoint if resume else None)
-    module = PretrainingModule(model, build_objectives(recipe.objectives, recipe.electra))
+    module = PretrainingModule(model, build_objectives(recipe.objectives, recipe.electra,
+                                                       recipe.lert, dataset.annotation))
     if bool(recipe.objectives.get("sentence_order")) != (recipe.data.kind == "sentence_order"):
         raise ConfigError(
             f"objectives.sentence_order={recipe.objectives.get('sentence_order', 0)} with "
@@ -229,6 +232,8 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
             f"or neither")
     if resume and checkpoint is not None:
         module.load_heads(checkpoint)
+    elif recipe.model.init_from:  # heads trained before (StructBERT's, LERT's) go on training
+        module.load_heads(Path(recipe.model.init_from), missing_ok=True)
 
     def save_model(directory: Path) -> None:
         model.save_pretrained(directory, tokenizer=tokenizer)

@@ -20,7 +20,12 @@ The label inventories and their order (index = label id) are LERT's 28 POS tags 
 dependency relations in the order of LERT's paper/README. For NER, LERT names 13 labels
 (``O`` plus S/B/I/E of ``Ns``, ``Nh``, ``Ni``) but its exact order is not published; the
 order of :data:`NER_LABELS` is zhplm's choice. :func:`lert_labels` is what a LERT dataset
-saves as ``lert_labels.json``.
+records in its ``meta.json`` (``"annotation"`` / ``"labels"``).
+
+``zhplm preprocess --annotate jieba|conll:PATH`` labels a whole chunk of sentences at once
+with ``label_lines`` / ``annotate_lines`` (the sentences joined by newlines; -1 on the
+newlines; a sentence the annotator cannot label is all -1 and counted), and stores for each
+token the labels of its first character (see :mod:`zhplm.data.encoding`).
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ TASKS = ("pos", "ner", "dep")
 
 def lert_labels() -> dict[str, list[str]]:
     """The label inventories, ``{"pos": [...], "ner": [...], "dep": [...]}`` (list index =
-    label id); saved beside a LERT dataset as ``lert_labels.json``."""
+    label id); recorded in an annotated dataset's ``meta.json``."""
     return {"pos": list(POS_LABELS), "ner": list(NER_LABELS), "dep": list(DEP_LABELS)}
 
 
@@ -206,13 +211,65 @@ def _from_words(words: Sequence[str], pos: Sequence[int], ner: Sequence[Sequence
     )
 
 
+@dataclass(frozen=True)
+class LineAnnotations:
+    """The labels of lines joined by newlines (``"\\n".join(lines)``), as
+    :meth:`JiebaAnnotator.label_lines` / :meth:`ConllAnnotator.label_lines` return them.
+
+    ``labels`` is int16 ``[3, len(text)]`` (rows in :data:`TASKS` order; -1 on the newlines,
+    on unknown labels and on every character of a line the annotator could not label),
+    ``word_starts`` is bool ``[len(text)]`` (True where one of the annotator's words starts;
+    False all along an unannotated line) and ``annotated`` is bool ``[len(lines)]``.
+    """
+
+    labels: np.ndarray
+    word_starts: np.ndarray
+    annotated: np.ndarray
+
+    @property
+    def unannotated(self) -> int:
+        """The number of lines the annotator could not label."""
+        return int((~self.annotated).sum())
+
+
+def _join_lines(lines: Sequence[str], annotations: Sequence[Annotation | None]) -> LineAnnotations:
+    """One LineAnnotations from per-line Annotations (None = the line could not be labelled)."""
+    size = sum(map(len, lines)) + max(len(lines) - 1, 0)
+    labels = np.full((len(TASKS), size), UNKNOWN, dtype=np.int16)
+    starts = np.zeros(size, dtype=bool)
+    annotated = np.zeros(len(lines), dtype=bool)
+    offset = 0
+    for k, (line, annotation) in enumerate(zip(lines, annotations, strict=True)):
+        if annotation is not None:
+            end = offset + len(line)
+            for row, task in enumerate(TASKS):
+                labels[row, offset:end] = annotation.labels(task)
+            starts[offset:end] = annotation.word_starts
+            annotated[k] = True
+        offset += len(line) + 1
+    return LineAnnotations(labels, starts, annotated)
+
+
 class Annotator(Protocol):
-    """Anything that labels a text: ``annotate(text) -> Annotation``."""
+    """Anything that labels a text: ``annotate(text) -> Annotation``, and lines joined by
+    newlines: ``label_lines(lines) -> LineAnnotations`` / ``annotate_lines(lines)``."""
 
     name: str
 
     def annotate(self, text: str) -> Annotation:
         """POS / NER / DEP ids of every character of ``text``."""
+        ...
+
+    def label_lines(self, lines: list[str]) -> LineAnnotations:
+        """Labels and word starts of ``"\\n".join(lines)``."""
+        ...
+
+    def annotate_lines(self, lines: list[str]) -> tuple[np.ndarray, int]:
+        """int16 labels ``[3, len("\\n".join(lines))]`` and the number of unlabelled lines."""
+        ...
+
+    def load(self) -> None:
+        """Load what the annotator needs now (else at the first text)."""
         ...
 
 
@@ -252,6 +309,46 @@ class JiebaAnnotator:
         pos = [jieba_pos_id(w, f) for w, f in pairs]
         ner = [bies_ids(JIEBA_TO_LTP_NER.get(f), len(w)) for w, f in pairs]
         return _from_words(words, pos, ner, [UNKNOWN] * len(words))
+
+    def load(self) -> None:
+        """Initialise jieba.posseg now (its dictionary and HMM tables)."""
+        _posseg()
+
+    def label_lines(self, lines: list[str]) -> LineAnnotations:
+        """The labels of ``"\\n".join(lines)``: one ``posseg`` pass over the joined text.
+
+        A newline ends jieba's blocks, so each line gets the labels :meth:`annotate` gives
+        it alone; the newlines get -1. Should the words not concatenate to the text, or a
+        word cross a newline, each line is annotated alone; a line whose words still do not
+        concatenate to it is unannotated (all -1).
+        """
+        text = "\n".join(lines)
+        try:
+            joined = self.annotate(text)
+        except ValueError:
+            joined = None
+        if joined is not None:
+            lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+            newlines = (np.cumsum(lengths + 1) - 1)[:-1]
+            after = newlines[newlines + 1 < len(text)] + 1
+            if joined.word_starts[newlines].all() and joined.word_starts[after].all():
+                labels = np.stack([joined.labels(task) for task in TASKS])
+                labels[:, newlines] = UNKNOWN
+                return LineAnnotations(labels, joined.word_starts.copy(),
+                                       np.ones(len(lines), dtype=bool))
+        return _join_lines(lines, [self._annotate_or_none(line) for line in lines])
+
+    def annotate_lines(self, lines: list[str]) -> tuple[np.ndarray, int]:
+        """int16 labels ``[3, len("\\n".join(lines))]`` (-1 on the newlines and where
+        unknown) and the number of lines that could not be annotated."""
+        labelled = self.label_lines(lines)
+        return labelled.labels, labelled.unannotated
+
+    def _annotate_or_none(self, line: str) -> Annotation | None:
+        try:
+            return self.annotate(line)
+        except ValueError:  # posseg's words do not concatenate to the line
+            return None
 
 
 _CONLL_COLUMNS = "ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC"
@@ -370,11 +467,31 @@ class ConllAnnotator:
                     ner = bies_ids(match.group(2), len(form), match.group(1))
         return form, pos, ner, dep
 
-    def annotate(self, text: str) -> Annotation:
-        """The Annotation of the file's sentence whose text is ``text``."""
+    def load(self) -> None:
+        """Read the file now and index its sentences by text."""
         if self._index is None:
             self._index = {a.text: a for a in self.sentences()}
-        found = self._index.get(text)
+
+    def lookup(self, text: str) -> Annotation | None:
+        """The Annotation of the file's sentence whose text is ``text``, None if none is."""
+        self.load()
+        assert self._index is not None
+        return self._index.get(text)
+
+    def label_lines(self, lines: list[str]) -> LineAnnotations:
+        """The labels of ``"\\n".join(lines)``: each line is looked up by its text; a line
+        that is no sentence of the file is unannotated (all -1), not an error."""
+        return _join_lines(lines, [self.lookup(line) for line in lines])
+
+    def annotate_lines(self, lines: list[str]) -> tuple[np.ndarray, int]:
+        """int16 labels ``[3, len("\\n".join(lines))]`` (-1 on the newlines, where unknown
+        and on lines that are no sentence of the file) and the number of such lines."""
+        labelled = self.label_lines(lines)
+        return labelled.labels, labelled.unannotated
+
+    def annotate(self, text: str) -> Annotation:
+        """The Annotation of the file's sentence whose text is ``text``."""
+        found = self.lookup(text)
         if found is None:
             raise InputError(f"{self.path} has no sentence whose FORMs join to {text[:40]!r}; "
                              "annotate the texts of this file (iterate the annotator), or use "

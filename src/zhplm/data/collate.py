@@ -2,7 +2,8 @@
 
 Every instance is masked with its own generator, seeded by (seed, epoch, instance index), so
 masks change every epoch (dynamic masking, RoBERTa) yet do not depend on how instances are
-split over ranks, micro-batches or restarts.
+split over ranks, micro-batches or restarts. Instances with linguistic labels (LERT) also give
+the labels of the masked tokens (`PretrainBatch.linguistic_labels`), read without any draw.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zhplm.data.instances import Instances, SpecialIds
+from zhplm.data.instances import UNKNOWN_LABEL, Instances, SpecialIds
 from zhplm.data.masking import MaskingConfig, build_strategy, mask_sequence
 from zhplm.data.word_order import shuffle_trigrams
 
@@ -34,6 +35,9 @@ class PretrainBatch:
     # StructBERT's word order: flat positions of shuffled trigram tokens, their original ids
     order_positions: Tensor | None = None
     order_labels: Tensor | None = None
+    # LERT: int64 [num_masked, 3] pos / ner / dep label ids of the tokens at `mlm_positions`
+    # (row for row with `mlm_labels`), -1 = unknown; None when the instances have no labels
+    linguistic_labels: Tensor | None = None
 
 
 class PretrainCollator:
@@ -58,6 +62,7 @@ class PretrainCollator:
         uniforms: list[np.ndarray] = []
         order_positions: list[np.ndarray] = []
         order_labels: list[np.ndarray] = []
+        linguistic: list[np.ndarray] = []
         for row, index in enumerate(indices):
             length = int(instances.lengths[index])
             ids = instances.input_ids[index, :length]
@@ -80,6 +85,9 @@ class PretrainCollator:
             input_ids[row, :length] = corrupted
             positions.append(np.asarray(masked.positions, dtype=np.int64) + row * width)
             labels.append(np.asarray(masked.labels, dtype=np.int64))
+            if instances.linguistic is not None:  # read only: no random draw
+                linguistic.append(instances.linguistic[index, np.asarray(masked.positions,
+                                                                         dtype=np.int64)])
         lengths = instances.lengths[list(indices)]
         attention = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         sentence_labels = None
@@ -99,7 +107,16 @@ class PretrainCollator:
             if self.word_order_ratio else None,
             order_labels=torch.from_numpy(np.concatenate(order_labels))
             if self.word_order_ratio else None,
+            linguistic_labels=None if instances.linguistic is None
+            else torch.from_numpy(_linguistic_targets(linguistic)),
         )
+
+
+def _linguistic_targets(rows: list[np.ndarray]) -> np.ndarray:
+    """int64 [num_masked, tasks] label ids from the instances' uint8 labels, 255 -> -1."""
+    labels = np.concatenate(rows).astype(np.int64)
+    labels[labels == UNKNOWN_LABEL] = -1
+    return labels
 
 
 class InstanceStream:

@@ -7,6 +7,8 @@
 * :mod:`zhplm.data.encoding` tokenizes every sentence without special tokens and marks the
   tokens that start a word (jieba words for whole-word masking, see
   :mod:`zhplm.data.segment`), chunk by chunk, in parallel with ``workers > 1``;
+* with ``annotate``, :mod:`zhplm.data.annotate` labels every token with LERT's POS / NER /
+  DEP labels (``shard-NNNNN.linguistic.npy``) and the word starts are the annotator's words;
 * :mod:`zhplm.data.shards` writes the shards and ``meta.json`` (the format is described
   there) and reads them back (:class:`TokenDataset`, ``np.load(mmap_mode="r")``);
 * :mod:`zhplm.data.output_dir` builds the directory under a temporary name beside
@@ -29,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from zhplm.data.annotate import TASKS, build_annotator
 from zhplm.data.documents import (
     LAYOUTS,
     Layout,
@@ -37,7 +40,7 @@ from zhplm.data.documents import (
     new_stats,
     split_sentences,
 )
-from zhplm.data.encoding import EncodedChunk, encoded_chunks
+from zhplm.data.encoding import UNKNOWN_LABEL, EncodedChunk, encoded_chunks
 from zhplm.data.output_dir import check_out_dir, remove_stale_siblings, staged_dir
 from zhplm.data.segment import SEGMENTERS
 from zhplm.data.shards import (
@@ -46,6 +49,7 @@ from zhplm.data.shards import (
     Sentence,
     ShardWriter,
     TokenDataset,
+    annotation_meta,
     dataset_meta,
     write_meta,
 )
@@ -84,6 +88,7 @@ def preprocess(
     min_sentence_tokens: int = 1,
     progress: bool = False,
     overwrite: bool = False,
+    annotate: str | None = None,
 ) -> dict[str, Any]:
     """Tokenize corpus files into a dataset directory and return its ``meta.json`` content.
 
@@ -102,6 +107,14 @@ def preprocess(
         min_sentence_tokens: drop (and count) sentences with fewer tokens.
         progress: show a progress bar on stderr.
         overwrite: replace an existing dataset in ``out_dir``.
+        annotate: LERT's linguistic labels from an annotator (:mod:`zhplm.data.annotate`):
+            ``"jieba"`` (jieba.posseg: POS and NER, no DEP) or ``"conll:PATH"`` (a CoNLL-U /
+            CoNLL-X file whose sentences' texts are the corpus lines; other lines are
+            counted as unannotated, with one warning at the end). Each shard then also gets
+            ``shard-NNNNN.linguistic.npy`` (uint8 ``[num_tokens, 3]``: the pos, ner, dep
+            label ids of each token's first character, 255 = unknown), ``meta.json`` an
+            ``"annotation"`` entry, and the word starts (whole-word masking) are the
+            annotator's words, so that a masked whole word is one labelled word.
 
     With ``workers > 1`` the workers are forked where that is safe (Linux, no other thread,
     torch not imported) and else started with the "spawn" method, so a script that calls this
@@ -119,6 +132,8 @@ def preprocess(
     started = time.perf_counter()
     _check_arguments(workers, segmenter, layout, shard_tokens, chunk_documents,
                      min_sentence_tokens)
+    if annotate is not None:
+        build_annotator(annotate)  # an unknown spec or a missing file fails here, at once
     paths = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not paths:
         raise InputError("no corpus files given; pass one or more .txt or .jsonl files")
@@ -137,16 +152,21 @@ def preprocess(
         logger.info("removed %s, left behind by a killed run", stale)
     with staged_dir(out, overwrite) as (tmp, lock):
         chunks = encoded_chunks(documents, (str(vocab), segmenter, min_sentence_tokens,
-                                            dtype.name), workers, chunk_documents,
+                                            dtype.name, annotate), workers, chunk_documents,
                                 inherited_fds=() if lock is None else (lock,))
         writer = ShardWriter(tmp, shard_tokens, dtype)
-        characters = _write_chunks(chunks, writer, stats, progress)
+        labelled = _Labelled()
+        characters = _write_chunks(chunks, writer, stats, progress, labelled)
         if not writer.shards:
             skipped = ", ".join(f"{k}={v}" for k, v in stats.items() if v) or "nothing"
             raise DataError(f"no tokens in {', '.join(map(str, paths))} (skipped: {skipped}); "
                             "pass non-empty UTF-8 corpus files")
+        annotation = None
+        if annotate is not None:
+            annotation = annotation_meta(annotate, labelled.tokens, labelled.unannotated)
+            _warn_unannotated(annotate, labelled.unannotated, labelled.sentences)
         meta = dataset_meta(writer.shards, tokenizer, vocab, segmenter, dtype, characters,
-                            paths, stats)
+                            paths, stats, annotation)
         meta["seconds"] = round(time.perf_counter() - started, 3)
         write_meta(tmp, meta)
     return meta
@@ -168,15 +188,48 @@ def _check_arguments(workers: int, segmenter: str, layout: str, shard_tokens: in
             raise InputError(message)
 
 
+class _Labelled:
+    """Counts of an annotated run: tokens with a known label per task, sentences kept and
+    sentences the annotator could not label."""
+
+    def __init__(self) -> None:
+        self.tokens = np.zeros(len(TASKS), dtype=np.int64)
+        self.sentences = 0
+        self.unannotated = 0
+
+    def add(self, chunk: EncodedChunk) -> None:
+        if chunk.linguistic is not None:
+            self.tokens += (chunk.linguistic != UNKNOWN_LABEL).sum(axis=0)
+            self.sentences += len(chunk.sentence_lengths)
+            self.unannotated += chunk.unannotated_sentences
+
+
+def _warn_unannotated(spec: str, unannotated: int, sentences: int) -> None:
+    """One warning for the whole run when the annotator could not label some sentences."""
+    if not unannotated:
+        return
+    if spec.startswith("conll:"):
+        hint = ("the corpus lines should be the texts of the CoNLL file's sentences (its "
+                "FORMs joined without spaces), one sentence per line")
+    else:
+        hint = "jieba's words did not join back to those sentences"
+    logger.warning("annotator %s could not label %d of %d sentences; their labels are unknown "
+                   "(255) and their word starts come from the segmenter; %s", spec, unannotated,
+                   sentences, hint)
+
+
 def _write_chunks(chunks: Iterator[EncodedChunk], writer: ShardWriter, stats: dict[str, int],
-                  progress: bool) -> int:
-    """Write every chunk into shards; count skips into ``stats``; return the characters."""
+                  progress: bool, labelled: _Labelled | None = None) -> int:
+    """Write every chunk into shards; count skips into ``stats`` (and labels into
+    ``labelled``); return the characters."""
     characters = 0
     first = next(chunks, None)  # starts the workers before tqdm starts its thread
     bar = _Progress(progress)
     with contextlib.closing(chunks), contextlib.closing(bar):  # stops the pool on errors
         for chunk in chain([first] if first is not None else [], chunks):
             writer.add(chunk)
+            if labelled is not None:
+                labelled.add(chunk)
             characters += chunk.characters
             stats["short_sentences"] += chunk.short_sentences
             stats["empty_documents"] += chunk.empty_documents

@@ -2,7 +2,9 @@
 
 :class:`ChunkEncoder` tokenizes a chunk of documents (lists of sentences) without special
 tokens and marks the tokens that start a word (jieba words for whole-word masking, see
-:mod:`zhplm.data.segment`); the output is the same as encoding each sentence alone.
+:mod:`zhplm.data.segment`); the output is the same as encoding each sentence alone. With an
+annotator (:mod:`zhplm.data.annotate`, LERT) it also gives every token the POS / NER / DEP
+labels of its first character, and the word starts are then the annotator's words.
 :func:`encoded_chunks` groups documents into chunks and encodes them in order, in this
 process or with ``workers - 1`` more processes (forked where that is safe, else spawned).
 """
@@ -21,13 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from zhplm.data.annotate import build_annotator
 from zhplm.data.segment import jieba_words, word_start_mask
 from zhplm.tokenization import Tokenizer
 
 __all__ = ["ChunkEncoder", "EncodedChunk", "EncoderArgs", "encoded_chunks", "single_token_table"]
 
-EncoderArgs = tuple[str, str, int, str]
-"""The arguments of :class:`ChunkEncoder`: (vocab, segmenter, min_sentence_tokens, dtype)."""
+EncoderArgs = tuple[str, str, int, str] | tuple[str, str, int, str, str | None]
+"""The arguments of :class:`ChunkEncoder`: (vocab, segmenter, min_sentence_tokens, dtype[,
+annotate]); ``annotate`` (default None) is an annotator spec, ``"jieba"`` or ``"conll:PATH"``."""
+
+UNKNOWN_LABEL = 255
+"""The stored label id (uint8) of a token whose label is unknown."""
 
 
 @dataclass
@@ -41,6 +48,10 @@ class EncodedChunk:
     characters: int
     short_sentences: int
     empty_documents: int
+    # with an annotator: uint8 [tokens, 3] label ids (columns as annotate.TASKS, 255 =
+    # unknown) of each token's first character; kept sentences the annotator could not label
+    linguistic: np.ndarray | None = None
+    unannotated_sentences: int = 0
 
 
 _HAN_FIRST, _HAN_LAST = 0x4E00, 0x9FFF
@@ -117,11 +128,22 @@ class ChunkEncoder:
       the same other tokens (a space separates words just as they did);
     * continuation pieces (``##``) are looked up by token id;
     * the jieba word starts come from one segmentation of the joined text.
+
+    With ``annotate`` (an annotator spec, see :func:`zhplm.data.annotate.build_annotator`),
+    the annotator labels the joined text once per chunk
+    (:meth:`~zhplm.data.annotate.JiebaAnnotator.label_lines`); each token gets the labels of
+    its first character (``linguistic``: uint8 ``[tokens, 3]``, 255 = unknown). The word
+    starts then come from the *annotator's* words instead of the segmenter's, so that a
+    whole-word mask covers exactly one labelled word (a token starts a word when its first
+    character starts one of the annotator's words, it is no ``##`` piece, or it starts a
+    sentence); on the sentences the annotator could not label, the segmenter's words are used.
     """
 
-    def __init__(self, vocab: str, segmenter: str, min_sentence_tokens: int, dtype: str) -> None:
+    def __init__(self, vocab: str, segmenter: str, min_sentence_tokens: int, dtype: str,
+                 annotate: str | None = None) -> None:
         self.tokenizer = Tokenizer.from_pretrained(vocab)
         self.segmenter = segmenter
+        self.annotator = None if annotate is None else build_annotator(annotate)
         self.min_tokens = min_sentence_tokens
         self.dtype = np.dtype(dtype)
         backend = self.tokenizer.backend
@@ -131,9 +153,11 @@ class ChunkEncoder:
         self.single_tokens = single_token_table(backend)
 
     def load(self) -> None:
-        """Load the segmenter's dictionary now (else at the first chunk)."""
+        """Load the segmenter's dictionary and the annotator now (else at the first chunk)."""
         if self.segmenter == "jieba":
             jieba_words("")
+        if self.annotator is not None:
+            self.annotator.load()
 
     def _tokenize(self, flat: list[str], bases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and their character offsets in ``"\\n".join(flat)`` (``bases`` are the
@@ -182,7 +206,16 @@ class ChunkEncoder:
         sentence_of = np.searchsorted(bases, begins, side="right") - 1
         lengths = np.bincount(sentence_of, minlength=len(flat)).astype(np.int64)
         starts = ~self.continuation[ids]
-        if self.segmenter == "jieba" and len(ids):
+        linguistic, annotated = None, None
+        if self.annotator is not None:
+            labelled = self.annotator.label_lines(flat)
+            annotated = labelled.annotated
+            linguistic = labelled.labels[:, begins].T
+            linguistic = np.where(linguistic < 0, UNKNOWN_LABEL, linguistic).astype(np.uint8)
+            if len(ids):
+                starts &= self._word_boundaries(flat, chars, labelled.word_starts,
+                                                annotated)[begins]
+        elif self.segmenter == "jieba" and len(ids):
             starts &= word_start_mask("\n".join(flat))[begins]
         firsts = np.cumsum(lengths) - lengths
         starts[firsts[lengths > 0]] = True  # a sentence starts a word
@@ -198,7 +231,22 @@ class ChunkEncoder:
             characters=int(chars[keep].sum()),
             short_sentences=int((~keep).sum()),
             empty_documents=int((kept_per_document == 0).sum()),
+            linguistic=None if linguistic is None else linguistic[kept_tokens],
+            unannotated_sentences=0 if annotated is None else int((~annotated & keep).sum()),
         )
+
+    def _word_boundaries(self, flat: list[str], chars: np.ndarray, annotator_starts: np.ndarray,
+                         annotated: np.ndarray) -> np.ndarray:
+        """Per character of the joined text: does a word start there? The annotator's words on
+        the sentences it labelled, the segmenter's on the others."""
+        if annotated.all():
+            return annotator_starts
+        covered = np.repeat(annotated, chars + 1)[: len(annotator_starts)]
+        if self.segmenter == "jieba":
+            fallback = word_start_mask("\n".join(flat))[:-1]
+        else:  # WordPiece words: the ## test alone
+            fallback = np.ones(len(annotator_starts), dtype=bool)
+        return np.where(covered, annotator_starts, fallback)
 
 
 # --------------------------------------------------------------------------- worker processes
@@ -206,11 +254,12 @@ class ChunkEncoder:
 _WORKER_ENCODER: ChunkEncoder | None = None
 
 
-def _init_worker(vocab: str, segmenter: str, min_sentence_tokens: int, dtype: str) -> None:
-    """Initializer of a spawned worker: it loads its own encoder."""
+def _init_worker(vocab: str, segmenter: str, min_sentence_tokens: int, dtype: str,
+                 annotate: str | None = None) -> None:
+    """Initializer of a spawned worker: it loads its own encoder (and annotator)."""
     global _WORKER_ENCODER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
-    _WORKER_ENCODER = ChunkEncoder(vocab, segmenter, min_sentence_tokens, dtype)
+    _WORKER_ENCODER = ChunkEncoder(vocab, segmenter, min_sentence_tokens, dtype, annotate)
 
 
 def _adopt_worker(encoder: ChunkEncoder, inherited_fds: tuple[int, ...]) -> None:

@@ -19,6 +19,13 @@
 
 `short_seq_prob` draws a shorter target length now and then, as BERT does, so the model
 also sees short inputs. Instances are numpy arrays, padded to `seq_length`.
+
+A segment is a tuple of per-token arrays of equal length: `(ids, word_starts)`, or
+`(ids, word_starts, linguistic)` from an annotated dataset (LERT; `linguistic` is uint8
+`[len, 3]`, pos / ner / dep label ids, 255 = unknown). Every cut and join handles any number
+of arrays, and the random draws do not depend on it: the same documents give the same
+instances with or without labels, which then come out as `Instances.linguistic` (255 at
+[CLS], [SEP] and padding).
 """
 
 from __future__ import annotations
@@ -32,7 +39,11 @@ import numpy as np
 from zhplm.errors import ConfigError
 
 INSTANCE_KINDS = ("full_sentences", "nsp", "sop", "sentence_order")
-Segment = tuple[np.ndarray, np.ndarray]  # (token ids, word starts)
+Segment = tuple[np.ndarray, ...]
+"""(token ids, word starts) or (token ids, word starts, linguistic labels [len, 3] uint8)."""
+
+UNKNOWN_LABEL = 255
+"""The linguistic label id of special tokens, padding and unknown labels."""
 
 
 @dataclass
@@ -80,6 +91,9 @@ class Instances:
     word_starts: np.ndarray      # [n, seq_length] uint8 (1 = token starts a word)
     lengths: np.ndarray          # [n] int32, real tokens per sequence
     sentence_labels: np.ndarray | None = None  # [n] int64 for nsp / sop / sentence_order
+    # [n, seq_length, 3] uint8 pos / ner / dep label ids (LERT), 255 = unknown / special / pad;
+    # present when the segments carry linguistic labels (an annotated dataset)
+    linguistic: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -91,68 +105,95 @@ class _Writer:
     def __init__(self, seq_length: int, special: SpecialIds) -> None:
         self.seq_length = seq_length
         self.special = special
-        self.rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # per row: ids, word starts, token types, linguistic labels (None without)
+        self.rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
         self.labels: list[int] = []
 
-    def add(self, a: Sequence[Segment], b: Sequence[Segment] = (), label: int | None = None):
+    def _special(self, token: int, segment: Segment) -> Segment:
+        """A one-token segment for [CLS] / [SEP], shaped like ``segment`` (labels 255)."""
+        special: Segment = (np.array([token]), np.ones(1, np.uint8))
+        if len(segment) > 2:
+            special += (np.full((1,) + segment[2].shape[1:], UNKNOWN_LABEL, np.uint8),)
+        return special
+
+    def add(self, a: Sequence[Segment], b: Sequence[Segment] = (),
+            label: int | None = None) -> None:
+        """One sequence ``[CLS] a... [SEP] (b... [SEP])`` (and its sentence label)."""
         s = self.special
-        parts_ids = [np.array([s.cls])] + [x for x, _ in a] + [np.array([s.sep])]
-        parts_ws = [np.ones(1, np.uint8)] + [w for _, w in a] + [np.ones(1, np.uint8)]
-        types = [np.zeros(sum(len(x) for x in parts_ids), np.uint8)]
+        parts = [self._special(s.cls, a[0]), *a, self._special(s.sep, a[0])]
+        types = [np.zeros(sum(len(p[0]) for p in parts), np.uint8)]
         if b:
-            b_ids = [x for x, _ in b] + [np.array([s.sep])]
-            parts_ids += b_ids
-            parts_ws += [w for _, w in b] + [np.ones(1, np.uint8)]
-            types.append(np.ones(sum(len(x) for x in b_ids), np.uint8))
-        self.rows.append((np.concatenate(parts_ids), np.concatenate(parts_ws),
-                          np.concatenate(types)))
+            b_parts = [*b, self._special(s.sep, b[0])]
+            parts += b_parts
+            types.append(np.ones(sum(len(p[0]) for p in b_parts), np.uint8))
+        row = _concat(parts)
+        self.rows.append((row[0], row[1], np.concatenate(types),
+                          row[2] if len(row) > 2 else None))
         if label is not None:
             self.labels.append(label)
 
     def finish(self) -> Instances:
+        """The collected sequences, padded to ``seq_length``."""
         n, width = len(self.rows), self.seq_length
         ids = np.full((n, width), self.special.pad, dtype=np.int32)
         word_starts = np.zeros((n, width), dtype=np.uint8)
         types = np.zeros((n, width), dtype=np.uint8)
         lengths = np.zeros(n, dtype=np.int32)
-        for i, (row_ids, row_ws, row_types) in enumerate(self.rows):
+        labelled = [row[3] for row in self.rows if row[3] is not None]
+        linguistic = None
+        if labelled:
+            if len(labelled) != n:
+                raise ValueError("some segments carry linguistic labels and others do not")
+            linguistic = np.full((n, width, *labelled[0].shape[1:]), UNKNOWN_LABEL, np.uint8)
+        for i, (row_ids, row_ws, row_types, row_ling) in enumerate(self.rows):
             length = len(row_ids)
             ids[i, :length], word_starts[i, :length], types[i, :length] = row_ids, row_ws, \
                 row_types
+            if linguistic is not None:
+                linguistic[i, :length] = row_ling
             lengths[i] = length
         labels = np.asarray(self.labels, dtype=np.int64) if self.labels else None
-        return Instances(ids, types, word_starts, lengths, labels)
+        return Instances(ids, types, word_starts, lengths, labels, linguistic)
+
+
+def _cut(segment: Segment, start: int, stop: int | None = None) -> Segment:
+    """Tokens ``start:stop`` of every array of ``segment``."""
+    return tuple(array[start:stop] for array in segment)
 
 
 def _concat(segments: Sequence[Segment]) -> Segment:
-    return (np.concatenate([x for x, _ in segments]),
-            np.concatenate([w for _, w in segments]))
+    """The segments joined, array by array."""
+    return tuple(np.concatenate(arrays) for arrays in zip(*segments, strict=True))
 
 
-def _truncate_pair(a: Segment, b: Segment, max_tokens: int, rng: random.Random) -> tuple:
+def _truncate_pair(a: Segment, b: Segment, max_tokens: int,
+                   rng: random.Random) -> tuple[Segment, Segment]:
     """BERT's truncate_seq_pair: trim the longer side, from the front or back at random."""
-    a_ids, a_ws = a
-    b_ids, b_ws = b
-    while len(a_ids) + len(b_ids) > max_tokens:
-        if len(a_ids) > len(b_ids):
-            a_ids, a_ws = (a_ids[1:], a_ws[1:]) if rng.random() < 0.5 else (a_ids[:-1], a_ws[:-1])
+    a_start, a_stop, b_start, b_stop = 0, len(a[0]), 0, len(b[0])
+    while (a_stop - a_start) + (b_stop - b_start) > max_tokens:
+        if a_stop - a_start > b_stop - b_start:
+            if rng.random() < 0.5:
+                a_start += 1
+            else:
+                a_stop -= 1
+        elif rng.random() < 0.5:
+            b_start += 1
         else:
-            b_ids, b_ws = (b_ids[1:], b_ws[1:]) if rng.random() < 0.5 else (b_ids[:-1], b_ws[:-1])
-    return (a_ids, a_ws), (b_ids, b_ws)
+            b_stop -= 1
+    return _cut(a, a_start, a_stop), _cut(b, b_start, b_stop)
 
 
-def _truncate_adjacent(first: Segment, second: Segment, max_tokens: int) -> tuple:
+def _truncate_adjacent(first: Segment, second: Segment,
+                       max_tokens: int) -> tuple[Segment, Segment]:
     """Trim the longer of two adjacent spans (`first` right before `second`) at its outer end
     (the front of `first`, the back of `second`), so the spans stay adjacent."""
-    (f_ids, f_ws), (s_ids, s_ws) = first, second
-    f_len, s_len = len(f_ids), len(s_ids)
+    f_len, s_len = len(first[0]), len(second[0])
     while f_len + s_len > max_tokens:  # as _truncate_pair: the longer side (ties: `second`)
         if f_len > s_len:
             f_len -= 1
         else:
             s_len -= 1
-    start = len(f_ids) - f_len
-    return (f_ids[start:], f_ws[start:]), (s_ids[:s_len], s_ws[:s_len])
+    return _cut(first, len(first[0]) - f_len), _cut(second, 0, s_len)
 
 
 def _sentence_order_pair(chunk: list[Segment], documents: Callable[[int], list[Segment]],
@@ -174,11 +215,11 @@ def _sentence_order_pair(chunk: list[Segment], documents: Callable[[int], list[S
     if len(chunk) >= 2:
         first, second = _concat(chunk[:a_end]), _concat(chunk[a_end:])
     else:  # one sentence: cut it in two
-        ids, ws = chunk[0]
-        if len(ids) < 2:
+        sentence = chunk[0]
+        if len(sentence[0]) < 2:
             return None
-        cut = rng.randint(1, len(ids) - 1)
-        first, second = (ids[:cut], ws[:cut]), (ids[cut:], ws[cut:])
+        cut = rng.randint(1, len(sentence[0]) - 1)
+        first, second = _cut(sentence, 0, cut), _cut(sentence, cut)
     first, second = _truncate_adjacent(first, second, max_tokens)
     return (first, second, 0, 0) if label == 0 else (second, first, 1, 0)
 
@@ -193,12 +234,12 @@ def _full_sentences(documents: Callable[[int], list[Segment]], doc_ids: Sequence
     chunk: list[Segment] = []
     length, goal = 0, target()
     for doc in doc_ids:
-        for ids, ws in documents(doc):
-            while len(ids):
-                take = min(len(ids), goal - length)
-                chunk.append((ids[:take], ws[:take]))
+        for sentence in documents(doc):
+            while len(sentence[0]):
+                take = min(len(sentence[0]), goal - length)
+                chunk.append(_cut(sentence, 0, take))
                 length += take
-                ids, ws = ids[take:], ws[take:]
+                sentence = _cut(sentence, take)
                 if length == goal:  # full: a sentence that does not fit continues in the next
                     writer.add(chunk)
                     chunk, length, goal = [], 0, target()
@@ -241,12 +282,11 @@ def _sentence_pairs(documents: Callable[[int], list[Segment]], doc_ids: Sequence
                 elif len(chunk) >= 2:
                     b, label = _concat(chunk[a_end:]), 0
                 else:  # one long segment: split it in two
-                    ids, ws = a
-                    if len(ids) < 2:
+                    if len(a[0]) < 2:
                         chunk, length, i = [], 0, i + 1
                         continue
-                    cut = rng.randint(1, len(ids) - 1)
-                    a, b, label = (ids[:cut], ws[:cut]), (ids[cut:], ws[cut:]), 0
+                    cut = rng.randint(1, len(a[0]) - 1)
+                    a, b, label = _cut(a, 0, cut), _cut(a, cut), 0
                 if not nsp and rng.random() < 0.5:
                     a, b, label = b, a, 1
                 a, b = _truncate_pair(a, b, max_tokens, rng)

@@ -7,6 +7,12 @@ A dataset directory, as :func:`zhplm.data.corpus.preprocess` writes it::
     shard-00000.word_starts.npy  1-D uint8, 1 where a token starts a word
     shard-00000.sentences.npy    int64 [num_sentences + 1], cumulative token offsets
     shard-00000.documents.npy    int64 [num_documents + 1], cumulative sentence offsets
+    shard-00000.linguistic.npy   uint8 [num_tokens, 3], only with ``--annotate`` (LERT): the
+                                 pos, ner, dep label ids of each token (255 = unknown)
+
+With an annotator, ``meta.json`` also has ``"annotation"``: the annotator spec, the tasks
+(column order), the label inventories (:func:`zhplm.data.annotate.lert_labels`), the number of
+tokens with a known label per task and the number of sentences the annotator could not label.
 
 :class:`ShardWriter` writes the shards, :func:`dataset_meta` / :func:`write_meta` the
 ``meta.json``; :class:`TokenDataset` opens the directory again with ``np.load(mmap_mode="r")``.
@@ -19,7 +25,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +44,7 @@ __all__ = [
     "Sentence",
     "ShardWriter",
     "TokenDataset",
+    "annotation_meta",
     "dataset_meta",
     "write_meta",
 ]
@@ -46,8 +53,9 @@ FORMAT = "zhplm-tokens-v1"
 """The ``format`` field of ``meta.json``."""
 
 PathLike = str | os.PathLike[str]
-Sentence = tuple[np.ndarray, np.ndarray]
-"""A stored sentence: (token ids, word starts), both 1-D and of equal length."""
+Sentence = tuple[np.ndarray, ...]
+"""A stored sentence: (token ids, word starts), both 1-D and of equal length; in an annotated
+dataset (token ids, word starts, linguistic labels), the last uint8 ``[len, 3]``."""
 Document = list[Sentence]
 
 _RERUN = "re-run `zhplm preprocess` to rebuild it"
@@ -71,6 +79,7 @@ class ShardWriter:
         self._starts: list[np.ndarray] = []
         self._lengths: list[np.ndarray] = []
         self._sizes: list[np.ndarray] = []
+        self._linguistic: list[np.ndarray] = []
         self._tokens = 0
 
     def add(self, chunk: EncodedChunk) -> None:
@@ -90,6 +99,8 @@ class ShardWriter:
             end = int(token_ends[stop - 1])
             self._ids.append(chunk.ids[before:end])
             self._starts.append(chunk.word_starts[before:end])
+            if chunk.linguistic is not None:
+                self._linguistic.append(chunk.linguistic[before:end])
             self._lengths.append(chunk.sentence_lengths[first_sentence:last_sentence])
             self._sizes.append(sizes[doc:stop])
             self._tokens += end - before
@@ -110,8 +121,11 @@ class ShardWriter:
         np.cumsum(lengths, out=sentences[1:])
         documents = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=documents[1:])
-        for kind, array in (("tokens", ids), ("word_starts", starts),
-                            ("sentences", sentences), ("documents", documents)):
+        arrays = [("tokens", ids), ("word_starts", starts), ("sentences", sentences),
+                  ("documents", documents)]
+        if self._linguistic:
+            arrays.append(("linguistic", np.concatenate(self._linguistic)))
+        for kind, array in arrays:
             np.save(self.directory / f"{name}.{kind}.npy", array)
         self.shards.append({"name": name, "num_tokens": len(ids),
                             "num_sentences": len(lengths), "num_documents": len(sizes)})
@@ -135,10 +149,12 @@ def _vocab_fingerprint(vocab: PathLike, tokenizer: Tokenizer | None = None) -> s
 
 def dataset_meta(shards: list[dict[str, Any]], tokenizer: Tokenizer, vocab: PathLike,
                  segmenter: str, dtype: np.dtype, characters: int, paths: list[Path],
-                 stats: dict[str, int]) -> dict[str, Any]:
+                 stats: dict[str, int],
+                 annotation: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``meta.json`` content of a dataset of ``shards`` (as :class:`ShardWriter` lists
-    them) made from the corpus files ``paths``; ``seconds`` is left 0 for the caller."""
-    return {
+    them) made from the corpus files ``paths``; ``seconds`` is left 0 for the caller.
+    ``annotation`` (see :func:`annotation_meta`) is added only when given."""
+    meta = {
         "format": FORMAT,
         "vocab_hash": _vocab_fingerprint(vocab, tokenizer),
         "vocab_size": tokenizer.vocab_size,
@@ -153,6 +169,26 @@ def dataset_meta(shards: list[dict[str, Any]], tokenizer: Tokenizer, vocab: Path
         "sources": [str(p) for p in paths],
         "skipped": dict(stats),
         "seconds": 0.0,
+    }
+    if annotation is not None:
+        meta["annotation"] = annotation
+    return meta
+
+
+def annotation_meta(spec: str, labelled_tokens: np.ndarray | Sequence[int],
+                    unannotated_sentences: int) -> dict[str, Any]:
+    """The ``"annotation"`` entry of ``meta.json``: the annotator ``spec``, the tasks (column
+    order of the linguistic arrays), the label inventories, the tokens with a known label per
+    task and the sentences the annotator could not label."""
+    from zhplm.data.annotate import TASKS, lert_labels
+
+    return {
+        "annotator": spec,
+        "tasks": list(TASKS),
+        "labels": lert_labels(),
+        "labelled_tokens": {task: int(n) for task, n in zip(TASKS, labelled_tokens,
+                                                            strict=True)},
+        "unannotated_sentences": int(unannotated_sentences),
     }
 
 
@@ -175,6 +211,7 @@ class _Shard:
     word_starts: np.ndarray
     sentences: np.ndarray
     documents: np.ndarray
+    linguistic: np.ndarray | None = None  # uint8 [tokens, 3] in an annotated dataset
 
 
 class TokenDataset:
@@ -182,7 +219,9 @@ class TokenDataset:
 
     ``document(i)`` returns document ``i`` (numbered across shards) as one
     ``(token ids, word starts)`` pair of 1-D arrays per sentence; the arrays are read-only
-    views of the memory-mapped shards (ids in the dataset's ``dtype``).
+    views of the memory-mapped shards (ids in the dataset's ``dtype``). In an annotated
+    dataset (``annotation`` is not None) each sentence is a triple ``(token ids, word starts,
+    linguistic)``, the last uint8 ``[len, 3]``: pos, ner, dep label ids, 255 = unknown.
     """
 
     def __init__(self, path: PathLike) -> None:
@@ -221,22 +260,43 @@ class TokenDataset:
         for shard in meta["shards"]:
             if not isinstance(shard, dict) or any(k not in shard for k in _SHARD_KEYS):
                 raise DataError(f"{meta_file} is corrupt (bad shard entry {shard!r}); {_RERUN}")
+        annotation = meta.get("annotation")
+        if annotation is not None and not (isinstance(annotation, dict)
+                                           and isinstance(annotation.get("tasks"), list)):
+            raise DataError(f"{meta_file} is corrupt ('annotation' is not an object with "
+                            f"'tasks'); {_RERUN}")
         return meta
 
-    def _load(self, name: str, kind: str) -> np.ndarray:
+    def _load(self, name: str, kind: str, rerun: str = _RERUN) -> np.ndarray:
         file = self.path / f"{name}.{kind}.npy"
         try:
             array = np.load(file, mmap_mode="r")
         except (OSError, ValueError) as err:
-            raise DataError(f"cannot read {file} ({err}); {_RERUN}") from err
-        if array.ndim != 1:
+            raise DataError(f"cannot read {file} ({err}); {rerun}") from err
+        if array.ndim != 1 and kind != "linguistic":
             self._corrupt(f"{file.name} has shape {array.shape}, expected 1-D")
         return np.asarray(array)  # a plain ndarray view: faster slicing than np.memmap
+
+    def _load_linguistic(self, name: str, num_tokens: int) -> np.ndarray:
+        """The shard's uint8 [num_tokens, tasks] label ids, checked."""
+        annotation = self._meta["annotation"]
+        rerun = (f"re-run zhplm preprocess --annotate {annotation.get('annotator', 'SPEC')} "
+                 "to rebuild it")
+        array = self._load(name, "linguistic", rerun)
+        expected = (num_tokens, len(annotation["tasks"]))
+        if array.shape != expected or array.dtype != np.uint8:
+            file = self.path / f"{name}.linguistic.npy"
+            raise DataError(f"{file} has shape {array.shape} and dtype {array.dtype}, expected "
+                            f"{expected} uint8 (the {', '.join(annotation['tasks'])} label ids "
+                            f"of each token, as meta.json says); {rerun}")
+        return array
 
     def _open_shard(self, info: dict[str, Any]) -> _Shard:
         name = info["name"]
         shard = _Shard(*(self._load(name, kind)
                          for kind in ("tokens", "word_starts", "sentences", "documents")))
+        if self.annotation is not None:
+            shard.linguistic = self._load_linguistic(name, info["num_tokens"])
         n_tok, n_sent, n_doc = info["num_tokens"], info["num_sentences"], info["num_documents"]
         expected = [
             (len(shard.tokens), n_tok, "tokens"),
@@ -260,6 +320,12 @@ class TokenDataset:
     def meta(self) -> dict[str, Any]:
         """The content of ``meta.json``."""
         return self._meta
+
+    @property
+    def annotation(self) -> dict[str, Any] | None:
+        """``meta.json``'s ``"annotation"`` (annotator, tasks, labels, counts; see
+        :func:`annotation_meta`), None for a dataset made without ``--annotate``."""
+        return self._meta.get("annotation")
 
     @property
     def num_documents(self) -> int:
@@ -291,7 +357,7 @@ class TokenDataset:
     # ----------------------------------------------------------------- access
     def document(self, index: int) -> Document:
         """Document ``index`` (negative counts from the end): one (ids, word starts) pair per
-        sentence."""
+        sentence, or (ids, word starts, linguistic) triple in an annotated dataset."""
         index = int(index)
         total = self.num_documents
         if index < 0:
@@ -303,8 +369,11 @@ class TokenDataset:
         local = index - self._first_docs[k]
         first, last = shard.documents[local : local + 2].tolist()
         bounds = shard.sentences[first : last + 1].tolist()
-        tokens, starts = shard.tokens, shard.word_starts
-        return [(tokens[a:b], starts[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        tokens, starts, linguistic = shard.tokens, shard.word_starts, shard.linguistic
+        pairs = zip(bounds[:-1], bounds[1:], strict=True)
+        if linguistic is None:
+            return [(tokens[a:b], starts[a:b]) for a, b in pairs]
+        return [(tokens[a:b], starts[a:b], linguistic[a:b]) for a, b in pairs]
 
     def documents(self) -> Iterator[Document]:
         """Iterate over all documents in order."""

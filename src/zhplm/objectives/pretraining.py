@@ -11,26 +11,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from zhplm.errors import CheckpointError, ConfigError
-from zhplm.modeling.pretrained import load_weights_file
+from zhplm.errors import ConfigError
 from zhplm.objectives.electra import ElectraSection, ReplacedTokenDetection
+from zhplm.objectives.lert import LertSection, LinguisticTasks
 from zhplm.objectives.mlm import MaskedLM
 from zhplm.objectives.sentence import SentenceRelation
-from zhplm.objectives.structbert import HEADS_FILE, SentenceOrder, WordOrder
+from zhplm.objectives.structbert import SentenceOrder, WordOrder
 
 OBJECTIVES = {"mlm": MaskedLM, "nsp": lambda: SentenceRelation("nsp"),
               "sop": lambda: SentenceRelation("sop"), "electra": ReplacedTokenDetection,
-              "word_order": WordOrder, "sentence_order": SentenceOrder}
+              "word_order": WordOrder, "sentence_order": SentenceOrder,
+              "lert": LinguisticTasks}
 SENTENCE_OBJECTIVES = ("nsp", "sop")
 STANDALONE_OBJECTIVES = ("electra",)  # own model (an ELECTRA pair); no other objective beside
 
 
-def build_objectives(weights: dict[str, float], electra: ElectraSection | None = None
+def build_objectives(weights: dict[str, float], electra: ElectraSection | None = None,
+                     lert: LertSection | None = None, annotation: dict | None = None
                      ) -> list[tuple[object, float]]:
-    """Objective instances with their loss weights (zero-weight ones are left out)."""
+    """Objective instances with their loss weights (zero-weight ones are left out).
+    `annotation` is the dataset's meta.json `annotation` (LERT's labels), if any."""
     unknown = sorted(set(weights) - set(OBJECTIVES))
     if unknown:
         raise ConfigError(f"objectives: unknown {', '.join(unknown)}; available: "
@@ -46,8 +48,19 @@ def build_objectives(weights: dict[str, float], electra: ElectraSection | None =
             f"objectives: {standalone[0]} trains its own generator + discriminator and cannot "
             f"be combined with {', '.join(n for n in active if n != standalone[0])}; give the "
             f"others weight 0 (its own loss weights are electra.gen_weight / disc_weight)")
-    return [(ReplacedTokenDetection(electra) if name == "electra" else OBJECTIVES[name](),
-             float(weights[name])) for name in active]
+    if "lert" in active and annotation is None:
+        raise ConfigError("objectives.lert needs a dataset with linguistic labels: build it "
+                          "with zhplm preprocess --annotate jieba (or conll:PATH)")
+
+    def build(name: str) -> object:
+        if name == "electra":
+            return ReplacedTokenDetection(electra)
+        if name == "lert":
+            return LinguisticTasks(lert or LertSection(), annotation["labels"],
+                                   annotation.get("labelled_tokens"))
+        return OBJECTIVES[name]()
+
+    return [(build(name), float(weights[name])) for name in active]
 
 
 class PretrainingModule(nn.Module):
@@ -64,24 +77,29 @@ class PretrainingModule(nn.Module):
                                     if hasattr(o, "build_head")})
 
     def save_heads(self, directory: Path) -> None:
-        """Write the objectives' own heads into `directory` (nothing when there are none)."""
-        if len(self.heads):
-            state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
-            atomic_save_file(state, Path(directory) / HEADS_FILE)
+        """Write the objectives' own heads into `directory`, each in its objective's files
+        (nothing when there are none)."""
+        for objective, _ in self.objectives:
+            if objective.name in self.heads:
+                objective.save_head(self.heads[objective.name], Path(directory))
 
-    def load_heads(self, directory: Path) -> None:
-        """Read the heads `save_heads` wrote (resume, or continue from a trained model)."""
-        if not len(self.heads):
-            return
-        path = Path(directory) / HEADS_FILE
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing; the {', '.join(self.heads)} head of this "
-                                  f"run is saved there")
-        state = load_weights_file(path)
-        try:
-            self.heads.load_state_dict(state)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path}: does not fit this run's heads ({exc})") from None
+    def load_heads(self, directory: Path, missing_ok: bool = False) -> None:
+        """Read the heads `save_heads` wrote (resume, or continue from a trained model;
+        `missing_ok`: keep the fresh head of an objective whose files are not there)."""
+        for objective, _ in self.objectives:
+            if objective.name in self.heads:
+                if missing_ok and not objective.has_head(Path(directory)):
+                    continue
+                objective.load_head(self.heads[objective.name], Path(directory))
+
+    def begin_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """Tell scheduled objectives (LERT's LIP weights) which update comes next (`step`
+        updates done before it); returns their current values, for the metrics."""
+        values: dict[str, float] = {}
+        for objective, _ in self.objectives:
+            if hasattr(objective, "begin_step"):
+                values.update(objective.begin_step(step, total_steps))
+        return values
 
     def normalizers(self, batches: list) -> dict[str, Tensor]:
         totals: dict[str, float] = {}
@@ -104,18 +122,3 @@ class PretrainingModule(nn.Module):
             stats.update(objective_stats)
         stats["tokens"] = torch.tensor(float(batch.num_tokens))
         return total, stats
-
-
-def atomic_save_file(state: dict[str, Tensor], path: Path) -> None:
-    """safetensors `save_file` through a temp file in the same directory and a rename."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -10,12 +10,15 @@ beside the masked positions. Its loss and accuracy are reported apart from the M
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zhplm.errors import ConfigError
+from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.bert import EncoderOutput
+from zhplm.modeling.lert_heads import atomic_save_safetensors
+from zhplm.modeling.pretrained import load_weights_file
 from zhplm.objectives.mlm import LogitsWorkspace, linear_cross_entropy
 
 
@@ -77,6 +80,28 @@ class SentenceOrder:
         nn.init.normal_(head.weight, std=model.config.initializer_range)
         nn.init.zeros_(head.bias)
         return head
+
+    def save_head(self, head: nn.Module, directory: Path) -> None:
+        """`structbert_heads.safetensors` (`sentence_order.weight` / `.bias`)."""
+        atomic_save_safetensors({f"{self.name}.{k}": v for k, v in head.state_dict().items()},
+                                directory / HEADS_FILE)
+
+    def has_head(self, directory: Path) -> bool:
+        return (directory / HEADS_FILE).is_file()
+
+    def load_head(self, head: nn.Module, directory: Path) -> None:
+        path = directory / HEADS_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing; the sentence_order head of this run is "
+                                  f"saved there")
+        state = load_weights_file(path)
+        prefix = f"{self.name}."
+        try:
+            head.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                  if k.startswith(prefix)})
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: does not fit this run's {self.name} head "
+                                  f"({exc})") from None
 
     def counts(self, batch) -> dict[str, float]:  # noqa: ANN001 - PretrainBatch
         return {self.name: float(batch.input_ids.shape[0])}

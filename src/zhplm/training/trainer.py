@@ -99,6 +99,10 @@ class TrainModule(Protocol):
         """Loss of one micro-batch (already divided by the global normalisers) and summed
         statistics (float tensors) for reporting."""
 
+    # Optional: `begin_step(step, total_steps) -> dict[str, float]` is called before each
+    # update (`step` = updates done so far) to set scheduled loss weights; the values it
+    # returns are logged with the next report (LERT's lambda_pos / _ner / _dep).
+
 
 class BatchSource(Protocol):
     """This rank's micro-batches, with a resumable position."""
@@ -170,6 +174,7 @@ class Trainer:
         self.optimizer = build_optimizer(module, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, config.total_steps)
         self.step = 0
+        self._scheduled: dict[str, float] = {}
         self._stop_signal: int | None = None
         self._window: dict[str, float] = {}
         self._last_eval: dict[str, float] = {}
@@ -265,6 +270,8 @@ class Trainer:
 
     def _train_step(self) -> dict[str, Tensor]:
         batches = self.source.next_step(self.config.grad_accum)
+        if hasattr(self.module, "begin_step"):  # scheduled loss weights (LERT's LIP)
+            self._scheduled = self.module.begin_step(self.step, self.config.total_steps)
         normalizers = self.module.normalizers(batches)
         for value in normalizers.values():
             all_reduce_sum(value, self.env)
@@ -306,7 +313,9 @@ class Trainer:
         elapsed = time.perf_counter() - self._window_start
         metrics = summarize(window)
         metrics["tokens_per_s"] = metrics.pop("tokens", 0.0) / max(elapsed, 1e-9)
+        metrics["steps_per_s"] = window.get("loss_count", 0.0) / max(elapsed, 1e-9)
         metrics["lr"] = max(self.scheduler.get_last_lr())
+        metrics.update(self._scheduled)  # the values the last update used
         record = {"step": self.step, **{k: round(v, 6) for k, v in metrics.items()}}
         self._log(record)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
