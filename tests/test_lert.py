@@ -102,6 +102,12 @@ def test_fill_mask_with_the_linguistic_heads(lert_run, annotated_dataset):
     top = probs.topk(3)
     assert [t["label"] for t in result["pos"]] == [lert_labels()["pos"][i] for i in top.indices]
     assert [t["score"] for t in result["pos"]] == pytest.approx(top.values.tolist(), abs=1e-6)
+    # a per-call top_k applies to the labels too; the caller's heads are not changed
+    assert len(fill(text, top_k=4)["pos"]) == 4
+    bf16 = pipeline("fill-mask", model=model.to(torch.bfloat16), tokenizer=fill.tokenizer,
+                    linguistic=heads)
+    assert bf16(text)["pos"][0]["label"] in lert_labels()["pos"]
+    assert next(heads.parameters()).dtype == torch.float32
     # two masks: one result per mask
     two = fill("[MASK]京是中国的首[MASK]。")
     assert len(two) == 2 and all(set(m) == {"tokens", "pos", "ner"} for m in two)
@@ -191,3 +197,18 @@ def test_build_objectives_drops_tasks_without_labels(caplog):
                         if o[0].name == "lert"]
     assert objective.trained == ["pos", "ner"]
     assert "dep" in caplog.text and "weight 0" in caplog.text
+
+
+def test_heads_of_other_tasks_load_partially_when_starting_from_a_model(tmp_path, caplog):
+    labels = lert_labels()
+    saved = LinguisticHeads(32, {"pos": labels["pos"], "ner": labels["ner"]})
+    saved.save_pretrained(tmp_path)
+    fresh = LinguisticHeads(32, labels)
+    dep_before = fresh.tasks["dep"].weight.clone()
+    with pytest.raises(CheckpointError, match="differ"):
+        fresh.load_weights(tmp_path)  # resume: the same heads or nothing
+    fresh.load_weights(tmp_path, partial=True)  # init_from: what matches, the rest stays new
+    assert torch.equal(fresh.tasks["pos"].weight, saved.tasks["pos"].weight)
+    assert torch.equal(fresh.tasks["ner"].bias, saved.tasks["ner"].bias)
+    assert torch.equal(fresh.tasks["dep"].weight, dep_before)
+    assert "dep" in caplog.text and "untrained" in caplog.text

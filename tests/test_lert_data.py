@@ -342,3 +342,37 @@ def test_annotate_lines(tmp_path, lines):
     assert missed == 1 and labels.shape == (3, len(lines[0]) + 1 + len(first.text))
     assert (labels[:, : len(lines[0]) + 1] == -1).all()
     assert np.array_equal(labels[2, len(lines[0]) + 1:], first.dep)
+
+
+PARSED_LINE = """\
+1\t张三\t_\tPROPN\tnh\t_\t2\tSBV\t_\tNE=S-Nh
+2\t喜欢\t_\tVERB\tv\t_\t0\tHED\t_\tNE=O
+3\t北京\t_\tPROPN\tns\t_\t2\tVOB\t_\tNE=S-Ns
+4\t。\t_\tPUNCT\twp\t_\t2\tWP\t_\tNE=O
+5\t他\t_\tPRON\tr\t_\t6\tSBV\t_\tNE=O
+6\t买\t_\tVERB\tv\t_\t2\tCOO\t_\tNE=O
+7\tiPhone\t_\tNOUN\tnz\t_\t6\tVOB\t_\tNE=O
+8\t了\t_\tPART\tu\t_\t6\tRAD\t_\tNE=O
+9\t。\t_\tPUNCT\twp\t_\t6\tWP\t_\tNE=O
+"""
+
+
+def test_conll_parse_of_a_whole_line_labels_each_of_its_sentences(tmp_path, zh_vocab_dir):
+    """A parser run over corpus *lines* gives one CoNLL sentence per line; preprocess splits
+    the line into sentences, and each must still find its labels (whitespace aside)."""
+    conll = tmp_path / "lines.conllu"
+    conll.write_text(PARSED_LINE, encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("张三喜欢北京。他买 iPhone 了。\n", encoding="utf-8")
+    meta = preprocess([corpus], zh_vocab_dir, tmp_path / "ds", annotate=f"conll:{conll}")
+    assert meta["annotation"]["unannotated_sentences"] == 0
+    dataset = TokenDataset(tmp_path / "ds")
+    sentences = dataset.document(0)
+    assert len(sentences) == 2
+    dep = lert_labels()["dep"]
+    first = [dep[k] for k in sentences[0][2][:, 2]]
+    assert first == ["SBV", "SBV", "HED", "HED", "VOB", "VOB", "WP"]
+    second = [dep[k] if k != UNKNOWN else None for k in sentences[1][2][:, 2]]
+    assert second[0] == "SBV" and second[1] == "COO" and second[-1] == "WP"
+    assert "VOB" in second and "RAD" in second  # the English word and 了 across the spaces
+    assert meta["annotation"]["labelled_tokens"]["dep"] == sum(len(s[0]) for s in sentences)

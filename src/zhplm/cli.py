@@ -453,9 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop at the first bad line instead of skipping and counting it")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     sub.add_argument("--annotate", metavar="jieba|conll:PATH",
-                     help="LERT's per-token POS/NER/DEP labels: 'jieba' (jieba.posseg; POS and "
-                          "NER, no DEP) or 'conll:PATH' (a CoNLL-U/CoNLL-X file whose sentences "
-                          "are the corpus lines); word starts then follow the annotator's words")
+                     help="LERT's per-token POS/NER/DEP labels: 'jieba' (jieba.posseg; POS "
+                          "and NER, no DEP) or 'conll:PATH' (a CoNLL-U/CoNLL-X parse of the "
+                          "corpus, one sentence per corpus line or per sentence); word starts "
+                          "then follow the annotator's words")
 
     sub = verb("pretrain", cmd_pretrain, "pre-train a model from a recipe (YAML/JSON)")
     sub.add_argument("--config", help="recipe file, e.g. configs/pretrain/demo.yaml")

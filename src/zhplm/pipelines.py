@@ -14,6 +14,7 @@ ELECTRA discriminator; fill-mask on ELECTRA takes the generator.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -230,7 +231,10 @@ class FillMaskPipeline(Pipeline):
         if width != self.model.config.hidden_size:
             raise ConfigError(f"the LERT heads read {width}-wide states but the model's "
                               f"hidden_size is {self.model.config.hidden_size}")
-        return loaded.to(next(self.model.parameters()).dtype).eval()
+        dtype = next(self.model.parameters()).dtype
+        if isinstance(heads, LinguisticHeads) and next(heads.parameters()).dtype != dtype:
+            loaded = copy.deepcopy(heads)  # the caller's heads stay as they are
+        return loaded.to(dtype).eval()
 
     def target_ids(self, targets: str | Sequence[str]) -> list[int]:
         """Vocabulary ids of `targets`; a word outside the vocab maps to its first piece."""
@@ -264,6 +268,7 @@ class FillMaskPipeline(Pipeline):
         With `linguistic`, each mask's result is instead {"tokens": that list, "pos": [{label,
         score}, ...], "ner": [...], "dep": [...]} (the tasks the heads were trained on)."""
         top_k = top_k or self.top_k
+        tag_k = top_k  # labels per task, however few targets there are
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
         target_ids = torch.tensor(self.target_ids(targets)) if targets is not None else None
@@ -283,7 +288,7 @@ class FillMaskPipeline(Pipeline):
                 hidden = self.model.base_model(input_ids, attention).last_hidden_state
                 rows, cols = torch.nonzero(input_ids == mask_id, as_tuple=True)
                 logits = self.model.masked_lm_logits(hidden[rows, cols])
-                tags = self._tag_scores(hidden[rows, cols]) if self.linguistic else None
+                tags = self._tag_scores(hidden[rows, cols], tag_k) if self.linguistic else None
                 probs = logits.float().softmax(-1)
                 if target_ids is not None:
                     probs = probs[:, target_ids]
@@ -304,14 +309,14 @@ class FillMaskPipeline(Pipeline):
                     results[i] = masks[0] if len(masks) == 1 else masks
         return results[0] if single else results
 
-    def _tag_scores(self, hidden: Tensor) -> dict[str, list[list[dict[str, Any]]]]:
+    def _tag_scores(self, hidden: Tensor, top_k: int) -> dict[str, list[list[dict[str, Any]]]]:
         """Per task, per mask: the `top_k` labels with their probabilities."""
         assert self.linguistic is not None
         logits = self.linguistic(self.model.cls.predictions.transform(hidden))
         out: dict[str, list[list[dict[str, Any]]]] = {}
         for task, task_logits in logits.items():
             names = self.linguistic.labels[task]
-            scores, labels = task_logits.float().softmax(-1).topk(min(self.top_k, len(names)))
+            scores, labels = task_logits.float().softmax(-1).topk(min(top_k, len(names)))
             out[task] = [[{"label": names[i], "score": p} for p, i in zip(ps, ls, strict=True)]
                          for ps, ls in zip(scores.tolist(), labels.tolist(), strict=True)]
         return out

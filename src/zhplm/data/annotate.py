@@ -250,6 +250,42 @@ def _join_lines(lines: Sequence[str], annotations: Sequence[Annotation | None]) 
     return LineAnnotations(labels, starts, annotated)
 
 
+def _without_spaces(text: str) -> str:
+    return "".join(text.split())
+
+
+def _words_from_starts(text: str, starts: np.ndarray) -> list[str]:
+    cuts = [*np.flatnonzero(starts).tolist(), len(text)]
+    if not cuts or cuts[0] != 0:
+        cuts.insert(0, 0)
+    return [text[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+def _slice_annotation(annotation: Annotation, start: int, end: int) -> Annotation:
+    """The characters ``start:end`` of an Annotation (a word cut at the edge stays a word)."""
+    starts = annotation.word_starts[start:end].copy()
+    if len(starts):
+        starts[0] = True
+    text = annotation.text[start:end]
+    return Annotation(text=text, words=_words_from_starts(text, starts),
+                      pos=annotation.pos[start:end], ner=annotation.ner[start:end],
+                      dep=annotation.dep[start:end])
+
+
+def _spread_over(annotation: Annotation, text: str) -> Annotation:
+    """``annotation`` (of ``text`` without its whitespace) laid over ``text``: each
+    non-space character takes the next label, whitespace gets -1 and is a word of its own."""
+    solid = np.fromiter((not c.isspace() for c in text), dtype=bool, count=len(text))
+    labels = {}
+    for task in TASKS:
+        row = np.full(len(text), UNKNOWN, dtype=np.int16)
+        row[solid] = annotation.labels(task)
+        labels[task] = row
+    starts = np.ones(len(text), dtype=bool)
+    starts[solid] = annotation.word_starts
+    return Annotation(text=text, words=_words_from_starts(text, starts), **labels)
+
+
 class Annotator(Protocol):
     """Anything that labels a text: ``annotate(text) -> Annotation``, and lines joined by
     newlines: ``label_lines(lines) -> LineAnnotations`` / ``annotate_lines(lines)``."""
@@ -468,15 +504,38 @@ class ConllAnnotator:
         return form, pos, ner, dep
 
     def load(self) -> None:
-        """Read the file now and index its sentences by text."""
-        if self._index is None:
-            self._index = {a.text: a for a in self.sentences()}
+        """Read the file now and index its sentences by text (whitespace removed). A
+        sentence that `zhplm preprocess` would split in several (``split_sentences``: a
+        parsed corpus *line*) is also indexed under each of its pieces."""
+        if self._index is not None:
+            return
+        from zhplm.data.documents import split_sentences
+
+        index: dict[str, Annotation] = {}
+        for annotation in self.sentences():
+            index.setdefault(_without_spaces(annotation.text), annotation)
+            pieces = split_sentences(annotation.text)
+            if len(pieces) > 1:
+                offset = 0
+                for piece in pieces:
+                    start = annotation.text.find(piece, offset)
+                    if start < 0:
+                        break
+                    offset = start + len(piece)
+                    index.setdefault(_without_spaces(piece),
+                                     _slice_annotation(annotation, start, offset))
+        self._index = index
 
     def lookup(self, text: str) -> Annotation | None:
-        """The Annotation of the file's sentence whose text is ``text``, None if none is."""
+        """The Annotation of ``text``: the file's sentence (or piece of one) whose FORMs join
+        to ``text`` once whitespace is removed (whitespace in ``text`` is labelled -1); None
+        if there is none."""
         self.load()
         assert self._index is not None
-        return self._index.get(text)
+        found = self._index.get(_without_spaces(text))
+        if found is None or found.text == text:
+            return found
+        return _spread_over(found, text)
 
     def label_lines(self, lines: list[str]) -> LineAnnotations:
         """The labels of ``"\\n".join(lines)``: each line is looked up by its text; a line

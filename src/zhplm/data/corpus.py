@@ -109,8 +109,10 @@ def preprocess(
         overwrite: replace an existing dataset in ``out_dir``.
         annotate: LERT's linguistic labels from an annotator (:mod:`zhplm.data.annotate`):
             ``"jieba"`` (jieba.posseg: POS and NER, no DEP) or ``"conll:PATH"`` (a CoNLL-U /
-            CoNLL-X file whose sentences' texts are the corpus lines; other lines are
-            counted as unannotated, with one warning at the end). Each shard then also gets
+            CoNLL-X file that parsed the corpus: each sentence zhplm splits a corpus line
+            into is looked up among the file's sentences, or pieces of them, by its text
+            without whitespace; sentences not found are counted as unannotated, with one
+            warning at the end). Each shard then also gets
             ``shard-NNNNN.linguistic.npy`` (uint8 ``[num_tokens, 3]``: the pos, ner, dep
             label ids of each token's first character, 255 = unknown), ``meta.json`` an
             ``"annotation"`` entry, and the word starts (whole-word masking) are the
@@ -209,8 +211,9 @@ def _warn_unannotated(spec: str, unannotated: int, sentences: int) -> None:
     if not unannotated:
         return
     if spec.startswith("conll:"):
-        hint = ("the corpus lines should be the texts of the CoNLL file's sentences (its "
-                "FORMs joined without spaces), one sentence per line")
+        hint = ("parse the corpus itself, one CoNLL sentence per corpus line or per "
+                "sentence: a sentence is found when the FORMs of a CoNLL sentence (or of a "
+                "piece of one split at 。！？) join to its text without whitespace")
     else:
         hint = "jieba's words did not join back to those sentences"
     logger.warning("annotator %s could not label %d of %d sentences; their labels are unknown "

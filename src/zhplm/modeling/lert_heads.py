@@ -17,6 +17,7 @@ checkpoints) map onto names without guessing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +29,7 @@ from zhplm.config import atomic_write_text
 from zhplm.errors import CheckpointError
 from zhplm.modeling.pretrained import load_weights_file
 
+logger = logging.getLogger("zhplm")
 HEADS_FILE = "lert_heads.safetensors"
 LABELS_FILE = "lert_labels.json"
 
@@ -99,11 +101,22 @@ class LinguisticHeads(nn.Module):
                                   f'{{"pos": ["n", "v", ...]}}')
         return labels
 
-    def load_weights(self, directory: str | os.PathLike[str]) -> None:
-        """Load the heads saved in `directory` into this module (same tasks and labels)."""
+    def load_weights(self, directory: str | os.PathLike[str], partial: bool = False) -> None:
+        """Load the heads saved in `directory` into this module (same tasks and labels).
+        `partial`: load the tasks whose labels match, keep the others as they are (warned)."""
         directory = Path(directory)
         labels = self.read_labels(directory)
-        if labels != self.labels:
+        if partial:
+            shared = [t for t in self.labels if labels.get(t) == self.labels[t]]
+            fresh = [t for t in self.labels if t not in shared]
+            if fresh:
+                logger.warning("%s: no %s head with these labels; %s start%s untrained",
+                               directory / LABELS_FILE, "/".join(fresh), "/".join(fresh),
+                               "s" if len(fresh) == 1 else "")
+            labels = {t: labels[t] for t in shared}
+            if not shared:
+                return
+        elif labels != self.labels:
             raise CheckpointError(
                 f"{directory / LABELS_FILE}: tasks/labels {_describe(labels)} differ from this "
                 f"run's {_describe(self.labels)}")
@@ -112,16 +125,17 @@ class LinguisticHeads(nn.Module):
             raise CheckpointError(f"{path}: missing; the LERT heads of this model are saved "
                                   f"there")
         state = load_weights_file(path)
-        expected = {f"{t}.{n}": v.shape for t, layer in self.tasks.items()
+        expected = {f"{t}.{n}": v.shape for t, layer in self.tasks.items() if t in labels
                     for n, v in layer.state_dict().items()}
         problems = [f"{k} missing" for k in expected if k not in state]
-        problems += [f"{k} unexpected" for k in state if k not in expected]
+        problems += [f"{k} unexpected" for k in state if k not in expected and not partial]
         problems += [f"{k} has shape {tuple(state[k].shape)}, expected {tuple(shape)}"
                      for k, shape in expected.items() if k in state and state[k].shape != shape]
         if problems:
             raise CheckpointError(f"{path}: does not fit {LABELS_FILE} ({'; '.join(problems)})")
         for task, layer in self.tasks.items():
-            layer.load_state_dict({n: state[f"{task}.{n}"] for n in ("weight", "bias")})
+            if task in labels:
+                layer.load_state_dict({n: state[f"{task}.{n}"] for n in ("weight", "bias")})
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str]) -> LinguisticHeads:

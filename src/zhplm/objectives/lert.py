@@ -45,6 +45,9 @@ class LertSection:
     ramp_ends: dict[str, float] = field(default_factory=lambda: dict(LIP_RAMP_ENDS))
 
     def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ConfigError("lert.tasks is empty; list one or more of "
+                              f"{', '.join(LERT_TASKS)} (or give objectives.lert weight 0)")
         unknown = sorted(set(self.tasks) - set(LERT_TASKS))
         if unknown:
             raise ConfigError(f"lert.tasks: unknown {', '.join(unknown)}; LERT's tasks are "
@@ -84,11 +87,13 @@ class LinguisticTasks:
     name = "lert"
 
     def __init__(self, section: LertSection, labels: dict[str, list[str]],
-                 labelled_tokens: dict[str, int] | None = None) -> None:
+                 labelled_tokens: dict[str, int] | None = None,
+                 columns: tuple[str, ...] | list[str] = LERT_TASKS) -> None:
         """`labels`: the dataset's label names per task (its meta.json `annotation`);
-        `labelled_tokens`: how many of its tokens carry a label, per task (None = all)."""
+        `labelled_tokens`: how many of its tokens carry a label, per task (None = all);
+        `columns`: the task of each column of the batch's `linguistic_labels`."""
         self.section = section
-        self.columns = {task: i for i, task in enumerate(LERT_TASKS)}
+        self.columns = {task: i for i, task in enumerate(columns)}
         self.trained = [t for t in section.tasks
                         if labelled_tokens is None or labelled_tokens.get(t, 0) > 0]
         missing = [t for t in section.tasks if t not in self.trained]
@@ -122,8 +127,8 @@ class LinguisticTasks:
     def save_head(self, head: LinguisticHeads, directory: Path) -> None:
         head.save_pretrained(directory)
 
-    def load_head(self, head: LinguisticHeads, directory: Path) -> None:
-        head.load_weights(directory)
+    def load_head(self, head: LinguisticHeads, directory: Path, partial: bool = False) -> None:
+        head.load_weights(directory, partial=partial)
 
     def has_head(self, directory: Path) -> bool:
         return LinguisticHeads.has_heads(directory)

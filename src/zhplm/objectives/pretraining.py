@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from zhplm.errors import ConfigError
 from zhplm.objectives.electra import ElectraSection, ReplacedTokenDetection
-from zhplm.objectives.lert import LertSection, LinguisticTasks
+from zhplm.objectives.lert import LERT_TASKS, LertSection, LinguisticTasks
 from zhplm.objectives.mlm import MaskedLM
 from zhplm.objectives.sentence import SentenceRelation
 from zhplm.objectives.structbert import SentenceOrder, WordOrder
@@ -57,7 +57,8 @@ def build_objectives(weights: dict[str, float], electra: ElectraSection | None =
             return ReplacedTokenDetection(electra)
         if name == "lert":
             return LinguisticTasks(lert or LertSection(), annotation["labels"],
-                                   annotation.get("labelled_tokens"))
+                                   annotation.get("labelled_tokens"),
+                                   annotation.get("tasks", LERT_TASKS))
         return OBJECTIVES[name]()
 
     return [(build(name), float(weights[name])) for name in active]
@@ -85,12 +86,14 @@ class PretrainingModule(nn.Module):
 
     def load_heads(self, directory: Path, missing_ok: bool = False) -> None:
         """Read the heads `save_heads` wrote (resume, or continue from a trained model;
-        `missing_ok`: keep the fresh head of an objective whose files are not there)."""
+        `missing_ok`, for the latter: keep the fresh head of an objective whose files are not
+        there, and of LERT tasks the saved heads lack)."""
         for objective, _ in self.objectives:
             if objective.name in self.heads:
                 if missing_ok and not objective.has_head(Path(directory)):
                     continue
-                objective.load_head(self.heads[objective.name], Path(directory))
+                objective.load_head(self.heads[objective.name], Path(directory),
+                                    partial=missing_ok)
 
     def begin_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Tell scheduled objectives (LERT's LIP weights) which update comes next (`step`

@@ -89,7 +89,7 @@ class SentenceOrder:
     def has_head(self, directory: Path) -> bool:
         return (directory / HEADS_FILE).is_file()
 
-    def load_head(self, head: nn.Module, directory: Path) -> None:
+    def load_head(self, head: nn.Module, directory: Path, partial: bool = False) -> None:  # noqa: ARG002
         path = directory / HEADS_FILE
         if not path.is_file():
             raise CheckpointError(f"{path}: missing; the sentence_order head of this run is "
