@@ -91,7 +91,8 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
     from zhplm.pipelines import pipeline
 
     fill = pipeline("fill-mask", model=args.model, top_k=args.top_k, dtype=args.dtype,
-                    truncate=not args.no_truncate, linguistic=args.linguistic)
+                    truncate=not args.no_truncate, linguistic=args.linguistic,
+                    backend=args.backend)
     results = fill(args.text, targets=args.targets)
     if args.json:
         _print_json(results)
@@ -117,7 +118,8 @@ def cmd_rtd(args: argparse.Namespace) -> int:
     from zhplm.pipelines import pipeline
 
     detect = pipeline("replaced-token-detection", model=args.model, dtype=args.dtype,
-                      truncate=not args.no_truncate, threshold=args.threshold)
+                      backend=args.backend, truncate=not args.no_truncate,
+                      threshold=args.threshold)
     results = detect(args.text)
     if args.json:
         _print_json(results)
@@ -137,7 +139,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from zhplm.pipelines import pipeline
 
     extract = pipeline("feature-extraction", model=args.model, dtype=args.dtype,
-                       truncate=not args.no_truncate)
+                       backend=args.backend, truncate=not args.no_truncate)
     pooling = None if args.pooling == "none" else args.pooling
     vectors = extract(args.text, pooling=pooling, normalize=args.normalize)
     data = vectors.tolist() if pooling else [v.tolist() for v in vectors]
@@ -326,7 +328,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.pair and len(args.pair) != len(args.text):
         raise InputError(f"--pair has {len(args.pair)} texts for {len(args.text)} inputs")
     classify = pipeline("text-classification", model=args.model, dtype=args.dtype,
-                        truncate=not args.no_truncate, top_k=args.top_k)
+                        backend=args.backend, truncate=not args.no_truncate, top_k=args.top_k)
     inputs = [{"text": a, "text_pair": b} for a, b in zip(args.text, args.pair, strict=True)] \
         if args.pair else args.text
     results = classify(inputs)
@@ -344,7 +346,8 @@ def cmd_ner(args: argparse.Namespace) -> int:
     from zhplm.pipelines import pipeline
 
     tagger = pipeline("token-classification", model=args.model, dtype=args.dtype,
-                      truncate=not args.no_truncate, aggregation_strategy=args.aggregation)
+                      backend=args.backend, truncate=not args.no_truncate,
+                      aggregation_strategy=args.aggregation)
     results = tagger(args.text)
     if args.json:
         _print_json(results)
@@ -360,7 +363,8 @@ def cmd_qa(args: argparse.Namespace) -> int:
     """Answer questions from a context with a fine-tuned extractive QA model."""
     from zhplm.pipelines import pipeline
 
-    qa = pipeline("question-answering", model=args.model, dtype=args.dtype)
+    qa = pipeline("question-answering", model=args.model, dtype=args.dtype,
+                  backend=args.backend)
     context = Path(args.context_file).read_text(encoding="utf-8") if args.context_file \
         else args.context
     if not context:
@@ -371,6 +375,28 @@ def cmd_qa(args: argparse.Namespace) -> int:
         return 0
     for question, result in zip(args.text, results, strict=True):
         print(f"{question}\t{result['answer'] or '(no answer)'}\t{result['score']:.3f}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """`zhplm export onnx`: export a model directory, validated against PyTorch, and print
+    the validation table (a failed validation prints it in the error and exits 2)."""
+    from zhplm.export.onnx import export_onnx
+    from zhplm.export.validation import format_table
+
+    report = export_onnx(args.model, args.out, task=args.task, opset=args.opset,
+                         optimize=args.optimize, quantize=args.quantize, atol=args.atol)
+    validation = report["validation"]
+    print(f"exported {args.model} as {report['task']} (opset {report['opset']}, optimize "
+          f"{report['optimize']}) to {args.out}")
+    if "max_abs_diff_before_optimize" in validation:
+        print("validation before --optimize: max |onnx - torch| (batch x length):")
+        print(format_table(validation["max_abs_diff_before_optimize"], validation["atol"]))
+    print(f"validation: max |onnx - torch| (batch x length), atol {validation['atol']:g}, "
+          f"{validation['provider']}, {validation['texts']} text:")
+    print(format_table(validation["max_abs_diff"], validation["atol"]))
+    for name, size in report["sizes"].items():
+        print(f"{name}: {size / 1e6:.1f} MB")
     return 0
 
 
@@ -390,9 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     def inference_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--model", required=True, help="model directory (HF layout)")
         sub.add_argument("--json", action="store_true", help="print the Python API's output")
-        sub.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+        sub.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
                          help="auto (default): bf16 where the CPU runs it natively (AMX or "
-                              "AVX512-BF16), else fp32; see `zhplm env`")
+                              "AVX512-BF16), else fp32; see `zhplm env`. int8: the "
+                              "model_int8.onnx of an ONNX export")
+        sub.add_argument("--backend", choices=["torch", "onnxruntime"],
+                         help="where the model runs (default: onnxruntime for a directory "
+                              "from `zhplm export onnx`, else torch)")
         sub.add_argument("--no-truncate", action="store_true",
                          help="refuse text longer than the model's positions instead of "
                               "truncating it with a warning")
@@ -534,6 +564,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("info", cmd_info, "describe a model directory")
     sub.add_argument("model", help="model directory")
     sub.add_argument("--json", action="store_true")
+
+    sub = verb("export", cmd_export, "export a model directory (ONNX), validated against "
+               "PyTorch")
+    formats = sub.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    sub = formats.add_parser("onnx", help="ONNX graph + config + tokenizer, checked with "
+                             "onnxruntime on real text at batch 1/3/8 x length 5/37/128")
+    sub.add_argument("--model", required=True, help="model directory (HF layout)")
+    sub.add_argument("--out", required=True, help="output directory (written whole)")
+    sub.add_argument("--task", choices=["feature-extraction", "fill-mask",
+                                        "text-classification", "token-classification",
+                                        "question-answering", "replaced-token-detection"],
+                     help="graph outputs (default: implied by the directory's architectures; "
+                          "a bare encoder -> feature-extraction)")
+    sub.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17, >= 14)")
+    sub.add_argument("--optimize", default="none", choices=["none", "O1", "O2"],
+                     help="onnxruntime transformer fusions (O2 adds more), validated again")
+    sub.add_argument("--quantize", choices=["int8"],
+                     help="also write model_int8.onnx (dynamic int8 quantization)")
+    sub.add_argument("--atol", type=float, default=1e-4,
+                     help="largest |onnx - torch| accepted per output (default 1e-4)")
     return parser
 
 

@@ -18,7 +18,6 @@ import copy
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zhplm.env import TORCH_DTYPES, resolve_dtype
+from zhplm.backends import Backend, load_backend
+from zhplm.backends.torch_backend import TorchBackend
 from zhplm.errors import ConfigError, InputError
 from zhplm.modeling.auto import (
     ENCODER,
@@ -35,7 +35,6 @@ from zhplm.modeling.auto import (
     REPLACED_TOKEN_DETECTION,
     SEQUENCE_CLASSIFICATION,
     TOKEN_CLASSIFICATION,
-    load_model,
 )
 from zhplm.modeling.heads import REGRESSION, labels_of
 from zhplm.modeling.lert_heads import HEADS_FILE as LERT_HEADS_FILE
@@ -62,43 +61,44 @@ class Pipeline:
         batch_size: int = 32,
         dtype: str = "auto",
         truncate: bool = True,
+        backend: str | None = None,
+        threads: int | None = None,
     ) -> None:
-        self.dtype = resolve_dtype(dtype)  # "fp32" or "bf16"; auto = bf16 where native
         if isinstance(model, (str, os.PathLike)):
             model_dir = Path(model)
-            # A model we load ourselves is cast to bf16 outright (faster than autocast,
-            # which keeps LayerNorm in fp32); an in-memory model is left as given.
-            try:
-                self.model = load_model(model_dir, self.head, dtype=TORCH_DTYPES[self.dtype],
-                                        **self.model_kwargs)
-            except ConfigError as exc:  # e.g. no such head in this family: name the directory
-                if str(model_dir) in str(exc):
-                    raise
-                raise ConfigError(f"{model_dir}: {exc}") from None
+            self.backend: Backend = load_backend(model_dir, self.head, backend=backend,
+                                                 dtype=dtype, threads=threads,
+                                                 **self.model_kwargs)
             self.tokenizer = tokenizer or Tokenizer.from_pretrained(model_dir)
         else:
             if tokenizer is None:
                 raise InputError("pass `tokenizer=` together with an in-memory model")
-            self.model, self.tokenizer = model.eval(), tokenizer
-            weights = next(model.parameters()).dtype
-            if weights == torch.bfloat16 and self.dtype != "bf16":
-                logger.warning("dtype=%s resolved to %s, but the model's weights are bf16, so "
-                               "it runs in bf16; pass model.float() for fp32", dtype,
-                               self.dtype)
-                self.dtype = "bf16"
+            if backend == "onnxruntime":
+                raise InputError("an in-memory model runs on torch; export it (zhplm export "
+                                 "onnx) and pass the exported directory for onnxruntime")
+            self.backend = TorchBackend.from_model(model, self.head, dtype)
+            self.tokenizer = tokenizer
+        self.dtype = self.backend.dtype  # "fp32" / "bf16" (torch), "fp32" / "int8" (ONNX)
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.truncate = truncate
         self.max_length = min(self.tokenizer.model_max_length,
-                              self.model.config.max_position_embeddings)
+                              self.backend.config.max_position_embeddings)
 
-    @contextmanager
-    def _inference(self) -> Iterator[None]:
-        with torch.inference_mode(), torch.autocast(
-            "cpu", dtype=torch.bfloat16, enabled=self.dtype == "bf16"
-        ):
-            yield
+    @property
+    def model(self) -> PreTrainedModel:
+        """The PyTorch model (torch backend only)."""
+        model = getattr(self.backend, "model", None)
+        if model is None:
+            raise InputError(f"this pipeline runs on {self.backend.name}; it has no PyTorch "
+                             f"model (backend='torch' loads one)")
+        return model
+
+    @property
+    def config(self) -> Any:
+        """The model's config (`config.json`)."""
+        return self.backend.config
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, each within `max_length` (truncated with a warning or refused)."""
@@ -131,7 +131,7 @@ class Pipeline:
         return ids, encoded["offset_mapping"]
 
     def _batches(self, ids: list[list[int]], token_types: list[list[int]] | None = None
-                 ) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
+                 ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (indices, input_ids, attention_mask, token_type_ids), grouping texts of
         similar length. Token types are the tokenizer's (zeros when not given)."""
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -147,8 +147,7 @@ class Pipeline:
                 attention[row, : len(ids[i])] = 1
                 if token_types is not None:
                     types[row, : len(ids[i])] = token_types[i][: len(ids[i])]
-            yield (index, torch.from_numpy(input_ids), torch.from_numpy(attention),
-                   torch.from_numpy(types))
+            yield index, input_ids, attention, types
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -173,21 +172,20 @@ class FeatureExtractionPipeline(Pipeline):
         texts = [inputs] if single else list(inputs)
         ids = self._encode(texts)
         results: list[np.ndarray | None] = [None] * len(texts)
-        with self._inference():
-            for index, input_ids, attention, _ in self._batches(ids):
-                hidden = self.model(input_ids, attention).last_hidden_state.float()
-                if pooling == "cls":
-                    vectors = hidden[:, 0]
-                elif pooling == "mean":
-                    weights = attention.unsqueeze(-1).to(hidden.dtype)
-                    vectors = (hidden * weights).sum(1) / weights.sum(1)
-                else:
-                    vectors = hidden
-                if normalize and pooling:
-                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
-                array = vectors.numpy()
-                for row, i in enumerate(index):
-                    results[i] = array[row] if pooling else array[row, : len(ids[i])]
+        for index, input_ids, attention, types in self._batches(ids):
+            hidden = self.backend.run(input_ids, attention, types)["last_hidden_state"]
+            if pooling == "cls":
+                vectors = hidden[:, 0]
+            elif pooling == "mean":
+                weights = attention[..., None].astype(hidden.dtype)
+                vectors = (hidden * weights).sum(1) / weights.sum(1)
+            else:
+                vectors = hidden
+            if normalize and pooling:
+                norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+                vectors = vectors / np.maximum(norms, 1e-12)
+            for row, i in enumerate(index):
+                results[i] = vectors[row] if pooling else vectors[row, : len(ids[i])]
         if pooling:
             stacked = np.stack(results)  # type: ignore[arg-type]
             return stacked[0] if single else stacked
@@ -223,6 +221,10 @@ class FillMaskPipeline(Pipeline):
         else:
             raise InputError("linguistic=True with an in-memory model: pass the heads "
                              "(linguistic=LinguisticHeads.from_pretrained(DIR))")
+        if self.backend.name != "torch":
+            raise ConfigError("linguistic=True reads LERT's heads through the PyTorch model; "
+                              "pass the model directory (or backend='torch'), not an ONNX "
+                              "export")
         predictions = getattr(getattr(self.model, "cls", None), "predictions", None)
         if predictions is None or not hasattr(predictions, "transform"):
             raise ConfigError("linguistic predictions read BERT's cls.predictions.transform; "
@@ -283,43 +285,54 @@ class FillMaskPipeline(Pipeline):
                     f"truncation); put {self.tokenizer.mask_token} where a word should be filled"
                 )
         results: list[Any] = [None] * len(texts)
-        with self._inference():
-            for index, input_ids, attention, _ in self._batches(ids):
-                hidden = self.model.base_model(input_ids, attention).last_hidden_state
-                rows, cols = torch.nonzero(input_ids == mask_id, as_tuple=True)
-                logits = self.model.masked_lm_logits(hidden[rows, cols])
-                tags = self._tag_scores(hidden[rows, cols], tag_k) if self.linguistic else None
-                probs = logits.float().softmax(-1)
-                if target_ids is not None:
-                    probs = probs[:, target_ids]
-                scores, predictions = probs.topk(top_k)
-                if target_ids is not None:
-                    predictions = target_ids[predictions]
-                per_mask = zip(rows.tolist(), cols.tolist(), scores.tolist(),
-                               predictions.tolist(), strict=True)
-                grouped: dict[int, list[list[dict[str, Any]]]] = {}
-                for k, (row, col, row_scores, row_preds) in enumerate(per_mask):
-                    text_ids = ids[index[row]]
-                    found = self._propositions(text_ids, col, row_scores, row_preds)
-                    if tags is not None:
-                        found = {"tokens": found, **{task: top[k] for task, top in tags.items()}}
-                    grouped.setdefault(row, []).append(found)
-                for row, i in enumerate(index):
-                    masks = grouped[row]
-                    results[i] = masks[0] if len(masks) == 1 else masks
+        for index, input_ids, attention, types in self._batches(ids):
+            rows, cols = np.nonzero(input_ids == mask_id)
+            positions = rows * input_ids.shape[1] + cols
+            if self.linguistic is not None:
+                logits, tags = self._with_tags(input_ids, attention, types, positions, tag_k)
+            else:
+                logits = self.backend.run(input_ids, attention, types, positions)["logits"]
+                tags = None
+            probs = torch.from_numpy(logits).softmax(-1)
+            if target_ids is not None:
+                probs = probs[:, target_ids]
+            scores, predictions = probs.topk(top_k)
+            if target_ids is not None:
+                predictions = target_ids[predictions]
+            per_mask = zip(rows.tolist(), cols.tolist(), scores.tolist(),
+                           predictions.tolist(), strict=True)
+            grouped: dict[int, list[list[dict[str, Any]]]] = {}
+            for k, (row, col, row_scores, row_preds) in enumerate(per_mask):
+                text_ids = ids[index[row]]
+                found = self._propositions(text_ids, col, row_scores, row_preds)
+                if tags is not None:
+                    found = {"tokens": found, **{task: top[k] for task, top in tags.items()}}
+                grouped.setdefault(row, []).append(found)
+            for row, i in enumerate(index):
+                masks = grouped[row]
+                results[i] = masks[0] if len(masks) == 1 else masks
         return results[0] if single else results
 
-    def _tag_scores(self, hidden: Tensor, top_k: int) -> dict[str, list[list[dict[str, Any]]]]:
-        """Per task, per mask: the `top_k` labels with their probabilities."""
+    def _with_tags(self, input_ids: np.ndarray, attention: np.ndarray, types: np.ndarray,
+                   positions: np.ndarray, top_k: int
+                   ) -> tuple[np.ndarray, dict[str, list[list[dict[str, Any]]]]]:
+        """The masks' vocabulary logits and, per task, per mask, the `top_k` labels with
+        their probabilities, from one encoder pass (LERT's heads read the MLM transform)."""
         assert self.linguistic is not None
-        logits = self.linguistic(self.model.cls.predictions.transform(hidden))
+        ids, mask, segments = (torch.from_numpy(a) for a in (input_ids, attention, types))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                    enabled=self.dtype == "bf16"):
+            hidden = self.model.base_model(ids, mask, segments).last_hidden_state
+            rows = hidden.flatten(0, 1)[torch.from_numpy(positions)]
+            logits = self.model.masked_lm_logits(rows).float().numpy()
+            tag_logits = self.linguistic(self.model.cls.predictions.transform(rows))
         out: dict[str, list[list[dict[str, Any]]]] = {}
-        for task, task_logits in logits.items():
+        for task, task_logits in tag_logits.items():
             names = self.linguistic.labels[task]
             scores, labels = task_logits.float().softmax(-1).topk(min(top_k, len(names)))
             out[task] = [[{"label": names[i], "score": p} for p, i in zip(ps, ls, strict=True)]
                          for ps, ls in zip(scores.tolist(), labels.tolist(), strict=True)]
-        return out
+        return logits, out
 
     def _propositions(self, ids: list[int], position: int, scores: list[float],
                       predictions: list[int]) -> list[dict[str, Any]]:
@@ -348,8 +361,8 @@ class TextClassificationPipeline(Pipeline):
                  **options: Any) -> None:
         super().__init__(model, tokenizer, **options)
         self.top_k = top_k
-        self.labels = labels_of(self.model.config)
-        self.regression = self.model.config.extra.get("problem_type") == REGRESSION
+        self.labels = labels_of(self.config)
+        self.regression = self.config.extra.get("problem_type") == REGRESSION
 
     def _encode_items(self, items: list[Any]) -> tuple[list[list[int]], list[list[int]]]:
         """Ids and token types of texts and `{"text", "text_pair"}` dicts (mixed freely)."""
@@ -391,11 +404,10 @@ class TextClassificationPipeline(Pipeline):
         items = [inputs] if single else list(inputs)
         ids, token_types = self._encode_items(items)
         results: list[Any] = [None] * len(items)
-        with self._inference():
-            for index, input_ids, attention, types in self._batches(ids, token_types):
-                logits = self.model(input_ids, attention, types).logits.float()
-                for row, i in enumerate(index):
-                    results[i] = self._format(logits[row], top_k)
+        for index, input_ids, attention, types in self._batches(ids, token_types):
+            logits = torch.from_numpy(self.backend.run(input_ids, attention, types)["logits"])
+            for row, i in enumerate(index):
+                results[i] = self._format(logits[row], top_k)
         return results if not single else (results if top_k == 1 else results[0])
 
     def _format(self, logits: Tensor, top_k: int | None) -> Any:
@@ -429,7 +441,7 @@ class TokenClassificationPipeline(Pipeline):
                              f"{', '.join(self.STRATEGIES)}")
         self.aggregation_strategy = aggregation_strategy
         self.ignore_labels = set(ignore_labels)
-        self.labels = labels_of(self.model.config)
+        self.labels = labels_of(self.config)
 
     def __call__(self, inputs: str | Sequence[str], *, aggregation_strategy: str | None = None
                  ) -> list[Any]:
@@ -442,13 +454,13 @@ class TokenClassificationPipeline(Pipeline):
         texts = [inputs] if single else list(inputs)
         ids, offsets = self._encode_with_offsets(texts)
         results: list[Any] = [None] * len(texts)
-        with self._inference():
-            for index, input_ids, attention, _ in self._batches(ids):
-                probs = self.model(input_ids, attention).logits.float().softmax(-1)
-                for row, i in enumerate(index):
-                    n = len(ids[i])
-                    results[i] = self._entities(texts[i], ids[i], offsets[i][:n - 1],
-                                                probs[row, :n].numpy(), strategy)
+        for index, input_ids, attention, types in self._batches(ids):
+            logits = torch.from_numpy(self.backend.run(input_ids, attention, types)["logits"])
+            probs = logits.softmax(-1).numpy()
+            for row, i in enumerate(index):
+                n = len(ids[i])
+                results[i] = self._entities(texts[i], ids[i], offsets[i][:n - 1],
+                                            probs[row, :n], strategy)
         return results[0] if single else results
 
     def _entities(self, text: str, ids: list[int], offsets: list[tuple[int, int]],
@@ -558,13 +570,12 @@ class QuestionAnsweringPipeline(Pipeline):
         starts = np.full(features.input_ids.shape, -1e4, dtype=np.float32)
         ends = np.full(features.input_ids.shape, -1e4, dtype=np.float32)
         ids = [row[:n].tolist() for row, n in zip(features.input_ids, lengths, strict=True)]
-        with self._inference():
-            for index, input_ids, attention, types in self._batches(
-                    ids, features.token_type_ids.tolist()):
-                out = self.model(input_ids, attention, types)
-                width = input_ids.shape[1]
-                starts[index, :width] = out.start_logits.float().numpy()
-                ends[index, :width] = out.end_logits.float().numpy()
+        for index, input_ids, attention, types in self._batches(
+                ids, features.token_type_ids.tolist()):
+            out = self.backend.run(input_ids, attention, types)
+            width = input_ids.shape[1]
+            starts[index, :width] = out["start_logits"]
+            ends[index, :width] = out["end_logits"]
         decoded = postprocess_qa(examples, features, starts, ends, n_best=self.n_best,
                                  max_answer_length=self.max_answer_length)
         results = [{"score": r["score"], "start": r["start"], "end": r["end"],
@@ -600,19 +611,13 @@ class ReplacedTokenDetectionPipeline(Pipeline):
         texts = [inputs] if single else list(inputs)
         ids, offsets = self._encode_with_offsets(texts)
         results: list[Any] = [None] * len(texts)
-        with self._inference():
-            for index, input_ids, attention, types in self._batches(ids):
-                logits = getattr(self.model(input_ids, attention, types), "logits", None)
-                if logits is None or logits.shape != input_ids.shape:
-                    raise InputError(
-                        f"{type(self.model).__name__} gives no replaced-token logit per "
-                        f"token; replaced-token detection needs an ELECTRA discriminator "
-                        f"(ElectraForPreTraining, saved in DIR/discriminator)")
-                probs = logits.float().sigmoid()
-                for row, i in enumerate(index):
-                    n = len(ids[i])
-                    results[i] = self._tokens(ids[i], offsets[i][:n - 1],
-                                              probs[row, :n].tolist(), threshold)
+        for index, input_ids, attention, types in self._batches(ids):
+            logits = torch.from_numpy(self.backend.run(input_ids, attention, types)["logits"])
+            probs = logits.sigmoid()
+            for row, i in enumerate(index):
+                n = len(ids[i])
+                results[i] = self._tokens(ids[i], offsets[i][:n - 1],
+                                          probs[row, :n].tolist(), threshold)
         return results[0] if single else results
 
     def _tokens(self, ids: list[int], offsets: list[tuple[int, int]], probs: list[float],

@@ -1,0 +1,171 @@
+"""Every pipeline on an ONNX export (`zhplm export onnx`) runs on ONNX Runtime and gives what
+the torch pipeline gives: same tokens, labels and spans, scores within 1e-4; Chinese and
+English uncased, BERT and ELECTRA. Plus backend choice and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zhplm import pipeline
+from zhplm.backends import ONNX_FILE
+from zhplm.config import electra_preset, preset
+from zhplm.errors import CheckpointError, ConfigError, InputError, ZhplmError
+from zhplm.export.onnx import export_onnx
+from zhplm.modeling import BertForMaskedLM
+from zhplm.modeling.electra import ElectraForPreTraining, ElectraForSequenceClassification
+from zhplm.modeling.heads import (
+    BertForQuestionAnswering,
+    BertForTokenClassification,
+    with_labels,
+)
+from zhplm.tokenization import Tokenizer
+
+ZH = ["今天天气很好，我们去公园散步。", "这本书的内容非常丰富，值得一读。",
+      "江泽民在北京会见了克林顿。"]
+MASKED = ["今天天气很[MASK]。", "北京是中国的[MASK]都，我[MASK]欢这里。"]
+EN_MASKED = ["The capital of France is [MASK].", "I [MASK] reading books on the train."]
+SENTIMENT = ["负面", "正面", "中性"]
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+SCORE_TOL = 1e-4
+
+
+def _spread(module: torch.nn.Module, seed: int, std: float) -> None:
+    """Re-draw a head's weights wider, so its outputs are far apart (no near-ties)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, zh_vocab_dir, minilm_dir) -> dict[str, tuple[Path, Path]]:
+    """name -> (torch model dir, its ONNX export)."""
+    root = tmp_path_factory.mktemp("onnx_pipes")
+    tokenizer = Tokenizer.from_pretrained(zh_vocab_dir)
+    config = preset("tiny", vocab_size=tokenizer.vocab_size)
+    disc, _ = electra_preset("electra-tiny", vocab_size=tokenizer.vocab_size,
+                             pad_token_id=tokenizer.pad_token_id, embedding_size=64)
+    torch.manual_seed(0)
+    mlm = BertForMaskedLM(config)
+    _spread(mlm.cls.predictions, 1, 0.5)
+    en_mlm = BertForMaskedLM.from_pretrained(minilm_dir)
+    _spread(en_mlm.cls.predictions, 2, 0.5)
+    ner = BertForTokenClassification(with_labels(config, NER_LABELS))
+    _spread(ner.classifier, 3, 0.5)
+    qa = BertForQuestionAnswering(config)
+    _spread(qa.qa_outputs, 4, 0.5)
+    cls = ElectraForSequenceClassification(with_labels(disc, SENTIMENT))
+    _spread(cls.classifier, 5, 0.5)
+    rtd = ElectraForPreTraining(disc)
+    _spread(rtd.discriminator_predictions.dense_prediction, 6, 0.5)
+    models = {"fill-mask": (mlm, tokenizer), "en-fill-mask": (en_mlm, None),
+              "token-classification": (ner, tokenizer), "question-answering": (qa, tokenizer),
+              "text-classification": (cls, tokenizer), "replaced-token-detection": (rtd, tokenizer)}
+    out = {}
+    for name, (model, tok) in models.items():
+        source = model.save_pretrained(root / name, tokenizer=tok)
+        task = name.removeprefix("en-")
+        export_onnx(source, root / f"{name}-onnx", task=task)
+        out[name] = (source, root / f"{name}-onnx")
+    out["feature-extraction"] = (minilm_dir, root / "minilm-onnx")
+    export_onnx(minilm_dir, root / "minilm-onnx", task="feature-extraction")
+    return out
+
+
+def _both(exported, name: str, task: str, **options):
+    source, onnx_dir = exported[name]
+    torch_pipe = pipeline(task, model=source, dtype="fp32", **options)
+    ort_pipe = pipeline(task, model=onnx_dir, **options)
+    assert torch_pipe.backend.name == "torch" and ort_pipe.backend.name == "onnxruntime"
+    return torch_pipe, ort_pipe
+
+
+def _same(a, b, path="result"):
+    """Equal structure and values; floats named score (and arrays) within SCORE_TOL."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for key in a:
+            _same(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert abs(a - b) <= SCORE_TOL, (path, a, b)
+    elif isinstance(a, np.ndarray):
+        assert a.shape == b.shape and np.abs(a - b).max() <= SCORE_TOL, path
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.mark.parametrize("name,texts", [("fill-mask", MASKED), ("en-fill-mask", EN_MASKED)])
+def test_fill_mask_on_onnx_equals_torch(exported, name, texts):
+    torch_pipe, ort_pipe = _both(exported, name, "fill-mask", top_k=5)
+    _same(torch_pipe(texts), ort_pipe(texts))
+    _same(torch_pipe(texts[0], targets=["好", "大"] if name == "fill-mask" else ["paris"]),
+          ort_pipe(texts[0], targets=["好", "大"] if name == "fill-mask" else ["paris"]))
+
+
+def test_feature_extraction_on_onnx_equals_torch_on_real_minilm(exported):
+    torch_pipe, ort_pipe = _both(exported, "feature-extraction", "feature-extraction")
+    texts = ["A man is playing a guitar.", "The new movie is awesome!", "hello"]
+    _same(torch_pipe(texts), ort_pipe(texts))
+    _same(torch_pipe(texts, pooling="mean", normalize=True),
+          ort_pipe(texts, pooling="mean", normalize=True))
+
+
+def test_classification_tagging_qa_rtd_on_onnx_equal_torch(exported):
+    torch_pipe, ort_pipe = _both(exported, "text-classification", "text-classification",
+                                 top_k=None)
+    items = [*ZH, {"text": ZH[0], "text_pair": ZH[1]}]
+    _same(torch_pipe(items), ort_pipe(items))
+    for strategy in ("none", "simple", "first"):
+        torch_pipe, ort_pipe = _both(exported, "token-classification", "token-classification",
+                                     aggregation_strategy=strategy)
+        _same(torch_pipe(ZH), ort_pipe(ZH))
+    torch_pipe, ort_pipe = _both(exported, "question-answering", "question-answering")
+    questions = [{"question": "谁在北京？", "context": ZH[2]},
+                 {"question": "书怎么样？", "context": ZH[1] * 30}]  # several windows
+    _same(torch_pipe(questions), ort_pipe(questions))
+    torch_pipe, ort_pipe = _both(exported, "replaced-token-detection", "replaced-token-detection")
+    _same(torch_pipe(ZH), ort_pipe(ZH))
+
+
+def test_backend_choice_and_errors(exported, tmp_path):
+    source, onnx_dir = exported["fill-mask"]
+    assert pipeline("fill-mask", model=onnx_dir, backend="onnxruntime").dtype == "fp32"
+    with pytest.raises(ConfigError, match="zhplm export onnx"):
+        pipeline("fill-mask", model=source, backend="onnxruntime")
+    with pytest.raises(ConfigError, match="exported for fill-mask"):
+        pipeline("text-classification", model=onnx_dir)
+    with pytest.raises(InputError, match="backend="):
+        pipeline("fill-mask", model=source, backend="tensorflow")
+    with pytest.raises(ConfigError, match="int8"):
+        pipeline("fill-mask", model=onnx_dir, dtype="int8")  # not quantized
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in onnx_dir.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    (broken / ONNX_FILE).write_bytes(b"not an onnx graph")
+    with pytest.raises(CheckpointError, match=ONNX_FILE):
+        pipeline("fill-mask", model=broken)
+    (broken / ONNX_FILE).write_bytes((onnx_dir / ONNX_FILE).read_bytes())
+    for name in ("vocab.txt", "tokenizer.json"):
+        (broken / name).unlink(missing_ok=True)
+    with pytest.raises(ZhplmError, match="vocab|tokenizer"):
+        pipeline("fill-mask", model=broken)
+    (broken / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json"):
+        pipeline("fill-mask", model=broken)
+
+
+def test_cli_verbs_accept_an_exported_directory(exported, capsys):
+    from zhplm.cli import main
+
+    _, onnx_dir = exported["text-classification"]
+    assert main(["classify", "--model", str(onnx_dir), "--json", ZH[0]]) == 0
+    assert "label" in capsys.readouterr().out
