@@ -378,6 +378,29 @@ def cmd_qa(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`zhplm serve`: models over HTTP (FastAPI + uvicorn), TEI-style routes, dynamic
+    batching; Ctrl-C / SIGTERM answers what is in flight, then exits."""
+    import os
+
+    try:
+        from zhplm.serving.app import serve
+    except ImportError as exc:
+        raise InputError(f"zhplm serve needs FastAPI and uvicorn ({exc}); pip install "
+                         f"fastapi uvicorn") from None
+    from zhplm.serving.models import Settings
+
+    settings = Settings(
+        max_batch_tokens=args.max_batch_tokens, max_batch_requests=args.max_batch_requests,
+        max_client_batch_size=args.max_client_batch_size,
+        max_input_length=args.max_input_length, truncate=not args.no_truncate,
+        payload_limit=args.payload_limit, max_concurrent_requests=args.max_concurrent_requests,
+        api_key=args.api_key or os.environ.get("ZHPLM_API_KEY") or None,
+        dtype=args.dtype, backend=args.backend)
+    serve(args.model, settings, host=args.host, port=args.port, access_log=args.verbose)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """`zhplm export onnx`: export a model directory, validated against PyTorch, and print
     the validation table (a failed validation prints it in the error and exits 2)."""
@@ -385,7 +408,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from zhplm.export.validation import format_table
 
     report = export_onnx(args.model, args.out, task=args.task, opset=args.opset,
-                         optimize=args.optimize, quantize=args.quantize, atol=args.atol)
+                         optimize=args.optimize, quantize=args.quantize, atol=args.atol,
+                         calibration_text=args.calibration_text)
     validation = report["validation"]
     print(f"exported {args.model} as {report['task']} (opset {report['opset']}, optimize "
           f"{report['optimize']}) to {args.out}")
@@ -397,6 +421,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(format_table(validation["max_abs_diff"], validation["atol"]))
     for name, size in report["sizes"].items():
         print(f"{name}: {size / 1e6:.1f} MB")
+    if "int8_quality" in report:
+        from zhplm.export.quality import format_quality
+
+        print(format_quality(report["int8_quality"]))
     return 0
 
 
@@ -554,6 +582,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--context-file", help="read the context from a UTF-8 file")
     inference_options(sub)
 
+    sub = verb("serve", cmd_serve, "serve models over HTTP (TEI-style /embed, "
+               "/v1/embeddings, /fill-mask, /predict, /ner, /qa, /rtd, /tokenize)")
+    sub.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
+                     help="a model directory (its task from onnx_export.json or config.json "
+                          "architectures); repeat to serve several; requests pick one with "
+                          "\"model\": NAME (default: the first serving the route's task)")
+    sub.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default 127.0.0.1: this machine only)")
+    sub.add_argument("--port", type=int, default=8000)
+    sub.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"])
+    sub.add_argument("--backend", choices=["torch", "onnxruntime"])
+    sub.add_argument("--max-batch-tokens", type=int, default=16384,
+                     help="tokens per model call when batching requests (default 16384)")
+    sub.add_argument("--max-batch-requests", type=int, default=32,
+                     help="requests per model call (default 32)")
+    sub.add_argument("--max-client-batch-size", type=int, default=32,
+                     help="inputs per request; more -> 422 (default 32)")
+    sub.add_argument("--max-input-length", type=int,
+                     help="tokens per input (default: the model's positions); longer inputs "
+                          "are truncated (header X-Truncated: true)")
+    sub.add_argument("--no-truncate", action="store_true",
+                     help="refuse inputs over --max-input-length (422) instead of cutting")
+    sub.add_argument("--payload-limit", type=int, default=2_000_000,
+                     help="request body bytes; more -> 413 (default 2000000)")
+    sub.add_argument("--max-concurrent-requests", type=int, default=512,
+                     help="requests in flight; more -> 429 (default 512)")
+    sub.add_argument("--api-key", help="require Authorization: Bearer KEY on every route "
+                     "but /health (default: $ZHPLM_API_KEY, else no key)")
+
     sub = verb("plot", cmd_plot, "plot loss / accuracy / lr curves of a run to a PNG")
     sub.add_argument("run_dir", help="a run directory with metrics.jsonl")
     sub.add_argument("--out", help="PNG path (default: RUN_DIR/curves.png)")
@@ -584,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write model_int8.onnx (dynamic int8 quantization)")
     sub.add_argument("--atol", type=float, default=1e-4,
                      help="largest |onnx - torch| accepted per output (default 1e-4)")
+    sub.add_argument("--calibration-text", metavar="FILE",
+                     help="with --quantize int8: judge int8 against fp32 on these texts (one "
+                          "per line; default: held-out built-in corpus text)")
     return parser
 
 

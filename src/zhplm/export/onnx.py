@@ -38,7 +38,10 @@ heads and hidden size, `opt_level` 1 or 2) rewrites `model.onnx`; the fused grap
 the same way (the raw export first, so an error says which step broke).
 `quantize="int8"`: `quantize_dynamic` (per channel, QInt8 weights, `reduce_range` unless the
 CPU has VNNI / AMX-INT8) writes `model_int8.onnx`, which is checked to run; its diffs are
-recorded, not enforced (int8 quality is judged elsewhere).
+recorded, not enforced. Its quality is then measured against `model.onnx` on real held-out
+text through the zhplm pipelines (`export.quality`: fill-mask top-1 agreement, cosine,
+label agreement, ...; `calibration_text=FILE` to use your own texts) and saved as
+`int8_quality`; a miss of the targets is reported (`verdict`), not raised.
 """
 
 from __future__ import annotations
@@ -313,9 +316,13 @@ def _copy_source_files(model_dir: Path, out: Path) -> list[str]:
 
 def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                 task: str | None = None, opset: int = 17, optimize: str = "none",
-                quantize: str | None = None, atol: float = 1e-4) -> dict[str, Any]:
+                quantize: str | None = None, atol: float = 1e-4,
+                calibration_text: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Export `model_dir` for `task` to `out_dir` (written whole, or not at all) and return
-    the report also saved as `onnx_export.json`. Raises `ConfigError` for a task the model
+    the report also saved as `onnx_export.json`. With `quantize="int8"` the int8 model is
+    compared with fp32 on held-out text (`calibration_text`: a file, one text per line;
+    default the built-in corpus's test split) and the result saved as `int8_quality`.
+    Raises `ConfigError` for a task the model
     cannot serve or a bad option, `ExportValidationError` when onnxruntime's outputs are
     further than `atol` from PyTorch's."""
     import zhplm
@@ -333,6 +340,13 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
                           f"(scaled_dot_product_attention); 17 is the default")
     if not atol >= 0:
         raise ConfigError(f"atol={atol!r} must be >= 0")
+    if calibration_text is not None:
+        if quantize is None:
+            raise ConfigError("--calibration-text is the text int8 is judged on; add "
+                              "--quantize int8 (or drop --calibration-text)")
+        from zhplm.export.quality import read_text_file
+
+        read_text_file(calibration_text)  # a bad file fails before the export
     if out.resolve() == model_dir.resolve():
         raise ConfigError(f"--out {out} is the model directory; pick a new directory")
     _, onnxruntime = _import_onnx()
@@ -387,6 +401,7 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         report["validation"] = validation
         _check_model(path)
         sizes = {MODEL_FILE: path.stat().st_size}
+        copied = _copy_source_files(model_dir, tmp)  # the pipelines below read them
         if quantize == "int8":
             int8 = tmp / INT8_FILE
             reduce_range = _quantize(path, int8)
@@ -395,8 +410,11 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
                                       "per_channel": True, "reduce_range": reduce_range}
             report["validation"]["int8"] = _int8_check(int8, onnxruntime, torch_run,
                                                        output_names, batches)
+            from zhplm.export.quality import int8_quality
+
+            report["int8_quality"] = int8_quality(tmp, task, calibration_text)
         report["sizes"] = sizes
-        report["files"] = sorted([*_copy_source_files(model_dir, tmp), *sizes, REPORT_FILE])
+        report["files"] = sorted([*copied, *sizes, REPORT_FILE])
         atomic_write_text(tmp / REPORT_FILE,
                           json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         _readable(tmp)
