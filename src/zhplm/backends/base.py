@@ -13,11 +13,16 @@ from zhplm.config import ModelConfig
 from zhplm.errors import ConfigError, InputError
 from zhplm.modeling.auto import (
     ENCODER,
+    FAMILIES,
     MASKED_LM,
+    PRETRAINING,
     QUESTION_ANSWERING,
     REPLACED_TOKEN_DETECTION,
     SEQUENCE_CLASSIFICATION,
     TOKEN_CLASSIFICATION,
+    check_role,
+    family,
+    head_of_architecture,
 )
 
 ONNX_FILE = "model.onnx"
@@ -103,3 +108,47 @@ def load_backend(model_dir: str | os.PathLike[str], head: str, *, backend: str |
     from zhplm.backends.torch_backend import TorchBackend
 
     return TorchBackend.from_dir(model_dir, head, dtype=dtype, **model_kwargs)
+
+
+def task_of_head(head: str, family_name: str) -> str | None:
+    """The task a saved head stands for (`pretraining`: BERT's MLM + NSP -> fill-mask,
+    ELECTRA's discriminator -> replaced-token-detection)."""
+    if head == PRETRAINING:
+        return "replaced-token-detection" if family_name == "electra" else "fill-mask"
+    return next((task for task, h in HEAD_OF_TASK.items() if h == head), None)
+
+
+def servable_tasks(model_dir: Path, config: ModelConfig) -> list[str]:
+    """The tasks a model directory can serve (and be exported for): its saved head's task,
+    then feature-extraction (every tower but an ELECTRA generator has the encoder). A
+    directory whose `architectures` zhplm does not know may take any head of its family; a
+    head not in the weights is then newly initialised (as the loader warns)."""
+    family_name = family(config)
+    heads = FAMILIES[family_name]
+    architectures = config.extra.get("architectures") or []
+    saved = [h for h in map(head_of_architecture, architectures) if h is not None]
+    if saved:
+        tasks = [task_of_head(h, family_name) for h in saved] + ["feature-extraction"]
+    else:
+        tasks = [task for task, head in HEAD_OF_TASK.items() if head in heads]
+    result = []
+    for task in dict.fromkeys(t for t in tasks if t is not None):
+        if HEAD_OF_TASK[task] not in heads:
+            continue
+        try:
+            check_role(model_dir, config, HEAD_OF_TASK[task])
+        except ConfigError:
+            continue
+        result.append(task)
+    return result
+
+
+def model_task(model_dir: str | os.PathLike[str]) -> str:
+    """The task a directory implies: an ONNX export's recorded task, else the first of
+    `servable_tasks` (a bare encoder: feature-extraction)."""
+    model_dir = Path(model_dir)
+    task = exported_task(model_dir)
+    if task in HEAD_OF_TASK:
+        return task
+    tasks = servable_tasks(model_dir, ModelConfig.from_pretrained(model_dir))
+    return tasks[0] if tasks else "feature-extraction"

@@ -58,7 +58,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from zhplm.backends.base import EXPORT_FILE, HEAD_OF_TASK, ONNX_FILE, ONNX_INT8_FILE, OUTPUT_NAMES
+from zhplm.backends.base import (
+    EXPORT_FILE,
+    HEAD_OF_TASK,
+    ONNX_FILE,
+    ONNX_INT8_FILE,
+    OUTPUT_NAMES,
+    servable_tasks,
+)
 from zhplm.config import CONFIG_NAME, ModelConfig, atomic_write_text, save_dir_atomically
 from zhplm.errors import ConfigError, ZhplmError
 from zhplm.export.validation import (
@@ -87,47 +94,6 @@ INT8_FILE = ONNX_INT8_FILE
 REPORT_FILE = EXPORT_FILE
 EXPORT_EXAMPLE = (2, 16)  # batch, length of the traced example: unlike every checked shape
 MIN_OPSET = 14  # scaled_dot_product_attention has a TorchScript symbolic from opset 14
-
-
-def task_of_head(head: str, family_name: str) -> str | None:
-    """The export task a saved head stands for (`pretraining`: BERT's MLM + NSP -> fill-mask,
-    ELECTRA's discriminator -> replaced-token-detection)."""
-    if head == "pretraining":
-        return REPLACED_TOKEN_DETECTION if family_name == "electra" else FILL_MASK
-    return next((task for task, (h, _) in TASKS.items() if h == head), None)
-
-
-def servable_tasks(model_dir: Path, config: ModelConfig) -> list[str]:
-    """The tasks `model_dir` can be exported for: its saved head's task and
-    feature-extraction (every tower but an ELECTRA generator has the encoder). A directory
-    whose `architectures` zhplm does not know may take any head of its family; a head not
-    in the weights is then newly initialised (as the loader warns)."""
-    from zhplm.modeling.auto import FAMILIES, check_role, family, head_of_architecture
-
-    family_name = family(config)
-    heads = FAMILIES[family_name]
-    architectures = config.extra.get("architectures") or []
-    saved = [h for h in map(head_of_architecture, architectures) if h is not None]
-    if saved:
-        tasks = [task_of_head(h, family_name) for h in saved] + [FEATURE_EXTRACTION]
-    else:
-        tasks = [task for task, (head, _) in TASKS.items() if head in heads]
-    result = []
-    for task in dict.fromkeys(t for t in tasks if t is not None):
-        if TASKS[task][0] not in heads:
-            continue
-        try:
-            check_role(model_dir, config, TASKS[task][0])
-        except ConfigError:
-            continue
-        result.append(task)
-    return result
-
-
-def default_task(model_dir: Path, config: ModelConfig) -> str:
-    """The task the directory's `architectures` implies (a bare encoder: feature-extraction)."""
-    tasks = servable_tasks(model_dir, config)
-    return tasks[0] if tasks else FEATURE_EXTRACTION
 
 
 def resolve_task(model_dir: Path, config: ModelConfig, task: str | None) -> str:

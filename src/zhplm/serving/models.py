@@ -3,7 +3,6 @@ inputs in tokens, and running a batch of inputs (in the batch worker's thread)."
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,10 +12,6 @@ from typing import Any
 import numpy as np
 
 from zhplm.errors import ConfigError, InputError
-
-EXPORT_FILE = "onnx_export.json"  # written by `zhplm export onnx`, holds the task
-TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification",
-         "question-answering", "replaced-token-detection")
 
 
 @dataclass
@@ -37,42 +32,18 @@ class Settings:
 
 
 def infer_task(model_dir: str | os.PathLike[str]) -> str:
-    """The task a model directory implies: an export's recorded task, else its
-    `config.json` architectures (a masked LM -> fill-mask, ElectraForPreTraining ->
-    replaced-token-detection, the three fine-tuning heads -> their tasks, anything else,
-    e.g. BertModel -> feature-extraction)."""
+    """The task a model directory implies (`zhplm.backends.model_task`: an export's recorded
+    task, else its `config.json` architectures; a bare encoder -> feature-extraction)."""
+    from zhplm.backends.base import EXPORT_FILE, model_task
+
     model_dir = Path(model_dir)
-    export = model_dir / EXPORT_FILE
-    if export.is_file():
-        try:
-            task = json.loads(export.read_text(encoding="utf-8")).get("task")
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{export}: not readable JSON ({exc}); export the model again "
-                              f"with zhplm export onnx") from None
-        if task in TASKS:
-            return task
-    config = model_dir / "config.json"
-    if not config.is_file():
+    if not (model_dir / "config.json").is_file() and not (model_dir / EXPORT_FILE).is_file():
         hint = ""
         if (model_dir / "discriminator").is_dir() or (model_dir / "generator").is_dir():
             hint = (f"; an ELECTRA pair: serve {model_dir / 'discriminator'} (replaced-token "
                     f"detection) or {model_dir / 'generator'} (fill-mask)")
         raise ConfigError(f"--model {model_dir}: no config.json, not a model directory{hint}")
-    try:
-        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures")
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{config}: not readable JSON ({exc})") from None
-    for name in architectures or []:
-        if name == "ElectraForPreTraining":
-            return "replaced-token-detection"
-        if name.endswith("ForMaskedLM"):
-            return "fill-mask"
-        for suffix, task in (("ForSequenceClassification", "text-classification"),
-                             ("ForTokenClassification", "token-classification"),
-                             ("ForQuestionAnswering", "question-answering")):
-            if name.endswith(suffix):
-                return task
-    return "feature-extraction"
+    return model_task(model_dir)
 
 
 def parse_model_spec(spec: str) -> tuple[str, Path]:
@@ -190,7 +161,7 @@ class ServedModel:
             out = pipe(inputs)
         elif self.task == "replaced-token-detection":
             out = pipe(inputs, threshold=options.get("threshold"))
-        else:  # pragma: no cover - TASKS is closed
+        else:  # pragma: no cover - HEAD_OF_TASK is closed
             raise ConfigError(f"unknown task {self.task}")
         return to_jsonable(out)
 
