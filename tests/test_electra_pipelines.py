@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from model_helpers import spread_weights
 from safetensors.torch import load_file
 
 from zhplm import pipeline
@@ -37,14 +38,6 @@ SENTIMENT = ["负面", "正面", "中性"]
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
 
-def _spread(module: torch.nn.Module, seed: int, std: float) -> None:
-    """Re-draw a head's weights wider, so its outputs are far apart (no near-ties)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
-
-
 @pytest.fixture(scope="module")
 def tokenizer(zh_vocab_dir) -> Tokenizer:
     return Tokenizer.from_pretrained(zh_vocab_dir)
@@ -61,8 +54,8 @@ def configs(tokenizer):
 def pair_dir(tmp_path_factory, tokenizer, configs) -> Path:
     torch.manual_seed(0)
     pair = ElectraPretrainingPair(*configs)
-    _spread(pair.generator.generator_lm_head, 1, 2.0)  # the bias: a peaked distribution
-    _spread(pair.discriminator.discriminator_predictions.dense_prediction, 2, 0.5)
+    spread_weights(pair.generator.generator_lm_head, 1, 2.0)  # the bias: a peaked distribution
+    spread_weights(pair.discriminator.discriminator_predictions.dense_prediction, 2, 0.5)
     return pair.save_pretrained(tmp_path_factory.mktemp("electra") / "pair",
                                 tokenizer=tokenizer)
 
@@ -80,7 +73,7 @@ def head_dirs(tmp_path_factory, tokenizer, configs) -> dict[str, Path]:
     out = {}
     for seed, (name, model) in enumerate(models.items()):
         head = model.qa_outputs if name == "qa" else model.classifier
-        _spread(head, 10 + seed, 0.3)
+        spread_weights(head, 10 + seed, 0.3)
         out[name] = model.save_pretrained(root / name, tokenizer=tokenizer)
     return out
 

@@ -8,37 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from model_helpers import spread_weights, tiny_task_models
 
 from zhplm import pipeline
 from zhplm.backends import ONNX_FILE
-from zhplm.config import electra_preset, preset
 from zhplm.errors import CheckpointError, ConfigError, InputError, ZhplmError
 from zhplm.export.onnx import export_onnx
 from zhplm.modeling import BertForMaskedLM
-from zhplm.modeling.electra import ElectraForPreTraining, ElectraForSequenceClassification
-from zhplm.modeling.heads import (
-    BertForQuestionAnswering,
-    BertForTokenClassification,
-    with_labels,
-)
 from zhplm.tokenization import Tokenizer
 
 ZH = ["今天天气很好，我们去公园散步。", "这本书的内容非常丰富，值得一读。",
       "江泽民在北京会见了克林顿。"]
 MASKED = ["今天天气很[MASK]。", "北京是中国的[MASK]都，我[MASK]欢这里。"]
 EN_MASKED = ["The capital of France is [MASK].", "I [MASK] reading books on the train."]
-SENTIMENT = ["负面", "正面", "中性"]
-NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 SCORE_TOL = 1e-4
-
-
-def _spread(module: torch.nn.Module, seed: int, std: float) -> None:
-    """Re-draw a head's weights wider, so its outputs are far apart (no near-ties)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +29,14 @@ def exported(tmp_path_factory, zh_vocab_dir, minilm_dir) -> dict[str, tuple[Path
     """name -> (torch model dir, its ONNX export)."""
     root = tmp_path_factory.mktemp("onnx_pipes")
     tokenizer = Tokenizer.from_pretrained(zh_vocab_dir)
-    config = preset("tiny", vocab_size=tokenizer.vocab_size)
-    disc, _ = electra_preset("electra-tiny", vocab_size=tokenizer.vocab_size,
-                             pad_token_id=tokenizer.pad_token_id, embedding_size=64)
-    torch.manual_seed(0)
-    mlm = BertForMaskedLM(config)
-    _spread(mlm.cls.predictions, 1, 0.5)
+    tiny = tiny_task_models(tokenizer.vocab_size, tokenizer.pad_token_id)
     en_mlm = BertForMaskedLM.from_pretrained(minilm_dir)
-    _spread(en_mlm.cls.predictions, 2, 0.5)
-    ner = BertForTokenClassification(with_labels(config, NER_LABELS))
-    _spread(ner.classifier, 3, 0.5)
-    qa = BertForQuestionAnswering(config)
-    _spread(qa.qa_outputs, 4, 0.5)
-    cls = ElectraForSequenceClassification(with_labels(disc, SENTIMENT))
-    _spread(cls.classifier, 5, 0.5)
-    rtd = ElectraForPreTraining(disc)
-    _spread(rtd.discriminator_predictions.dense_prediction, 6, 0.5)
-    models = {"fill-mask": (mlm, tokenizer), "en-fill-mask": (en_mlm, None),
-              "token-classification": (ner, tokenizer), "question-answering": (qa, tokenizer),
-              "text-classification": (cls, tokenizer), "replaced-token-detection": (rtd, tokenizer)}
+    spread_weights(en_mlm.cls.predictions, 2)
+    models = {"fill-mask": (tiny["fill-mask"], tokenizer), "en-fill-mask": (en_mlm, None),
+              "token-classification": (tiny["token-classification"], tokenizer),
+              "question-answering": (tiny["question-answering"], tokenizer),
+              "text-classification": (tiny["electra-text-classification"], tokenizer),
+              "replaced-token-detection": (tiny["replaced-token-detection"], tokenizer)}
     out = {}
     for name, (model, tok) in models.items():
         source = model.save_pretrained(root / name, tokenizer=tok)

@@ -20,19 +20,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
+from model_helpers import tiny_task_models
 
 from zhplm import pipeline
-from zhplm.config import electra_preset, preset
-from zhplm.modeling import BertForMaskedLM, BertModel
-from zhplm.modeling.electra import ElectraForPreTraining
-from zhplm.modeling.heads import (
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-    with_labels,
-)
 from zhplm.serving import Settings, create_app, infer_task, load_models
 from zhplm.serving.batching import BatchQueue
 from zhplm.tokenization import Tokenizer
@@ -40,18 +31,8 @@ from zhplm.tokenization import Tokenizer
 ZH = ["今天天气很好，我们去公园散步。", "这本书的内容非常丰富，值得一读。",
       "江泽民在北京会见了克林顿。"]
 MASKED = ["今天天气很[MASK]。", "北京是中国的[MASK]都，我[MASK]欢这里。"]
-SENTIMENT = ["负面", "正面", "中性"]
-NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 TOL = 1e-5
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _spread(module: torch.nn.Module, seed: int) -> None:
-    """Wider head weights, so outputs are far apart (no near-ties between batch shapes)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -59,23 +40,8 @@ def model_dirs(tmp_path_factory, zh_vocab_dir) -> dict[str, Path]:
     """task -> a tiny model directory whose architectures imply that task."""
     root = tmp_path_factory.mktemp("serve_models")
     tokenizer = Tokenizer.from_pretrained(zh_vocab_dir)
-    config = preset("tiny", vocab_size=tokenizer.vocab_size)
-    disc, _ = electra_preset("electra-tiny", vocab_size=tokenizer.vocab_size,
-                             pad_token_id=tokenizer.pad_token_id, embedding_size=64)
-    torch.manual_seed(0)
-    mlm = BertForMaskedLM(config)
-    _spread(mlm.cls.predictions, 1)
-    cls = BertForSequenceClassification(with_labels(config, SENTIMENT))
-    _spread(cls.classifier, 2)
-    ner = BertForTokenClassification(with_labels(config, NER_LABELS))
-    _spread(ner.classifier, 3)
-    qa = BertForQuestionAnswering(config)
-    _spread(qa.qa_outputs, 4)
-    rtd = ElectraForPreTraining(disc)
-    _spread(rtd.discriminator_predictions.dense_prediction, 5)
-    models = {"fill-mask": mlm, "feature-extraction": BertModel(config),
-              "text-classification": cls, "token-classification": ner,
-              "question-answering": qa, "replaced-token-detection": rtd}
+    models = tiny_task_models(tokenizer.vocab_size, tokenizer.pad_token_id)
+    del models["electra-text-classification"]
     return {task: model.save_pretrained(root / task, tokenizer=tokenizer) or root / task
             for task, model in models.items()}
 
