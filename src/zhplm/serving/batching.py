@@ -57,7 +57,9 @@ class BatchQueue:
 
     def __init__(self, run: Runner, *, max_batch_tokens: int = 16384,
                  max_batch_requests: int = 32, name: str = "model",
-                 on_batch: BatchObserver | None = None) -> None:
+                 on_batch: BatchObserver | None = None, max_wait: float = 0.002) -> None:
+        """`max_wait`: seconds the worker waits, once a request is queued, for more to join
+        its batch (requests arrive one by one; without a wait batches stay at 1-3)."""
         if max_batch_tokens < 1 or max_batch_requests < 1:
             raise ValueError("max_batch_tokens and max_batch_requests must be >= 1")
         self.run = run
@@ -65,6 +67,7 @@ class BatchQueue:
         self.max_batch_requests = max_batch_requests
         self.name = name
         self.on_batch = on_batch
+        self.max_wait = max_wait
         self._jobs: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -121,6 +124,12 @@ class BatchQueue:
                 if self._closing:
                     return None
                 self._cond.wait()
+            deadline = time.monotonic() + self.max_wait
+            while len(self._jobs) < self.max_batch_requests and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             first = self._jobs.popleft()
             if not first.future.set_running_or_notify_cancel():
                 return []  # the caller gave up (client gone): skip it
