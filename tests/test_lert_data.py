@@ -321,10 +321,11 @@ def test_instances_without_labels_are_unchanged(tokenizer):
             assert np.array_equal(getattr(plain, field), getattr(with_labels, field))
 
 
-def test_annotate_lines(tmp_path, lines):
+def test_label_lines(tmp_path, lines):
     sample = lines[:5] + ["", lines[-1]]
     text = "\n".join(sample)
-    jieba_labels, missed = JiebaAnnotator().annotate_lines(sample)
+    labelled = JiebaAnnotator().label_lines(sample)
+    jieba_labels, missed = labelled.labels, labelled.unannotated
     assert missed == 0 and jieba_labels.shape == (3, len(text)) and jieba_labels.dtype == np.int16
     offset = 0
     for line in sample:
@@ -338,7 +339,8 @@ def test_annotate_lines(tmp_path, lines):
     conll.write_text(CONLL, encoding="utf-8")
     annotator = ConllAnnotator(conll)
     first = next(iter(annotator))
-    labels, missed = annotator.annotate_lines([lines[0], first.text])
+    labelled = annotator.label_lines([lines[0], first.text])
+    labels, missed = labelled.labels, labelled.unannotated
     assert missed == 1 and labels.shape == (3, len(lines[0]) + 1 + len(first.text))
     assert (labels[:, : len(lines[0]) + 1] == -1).all()
     assert np.array_equal(labels[2, len(lines[0]) + 1:], first.dep)

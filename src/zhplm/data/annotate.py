@@ -23,7 +23,7 @@ order of :data:`NER_LABELS` is zhplm's choice. :func:`lert_labels` is what a LER
 records in its ``meta.json`` (``"annotation"`` / ``"labels"``).
 
 ``zhplm preprocess --annotate jieba|conll:PATH`` labels a whole chunk of sentences at once
-with ``label_lines`` / ``annotate_lines`` (the sentences joined by newlines; -1 on the
+with ``label_lines`` (the sentences joined by newlines; -1 on the
 newlines; a sentence the annotator cannot label is all -1 and counted), and stores for each
 token the labels of its first character (see :mod:`zhplm.data.encoding`).
 """
@@ -288,7 +288,7 @@ def _spread_over(annotation: Annotation, text: str) -> Annotation:
 
 class Annotator(Protocol):
     """Anything that labels a text: ``annotate(text) -> Annotation``, and lines joined by
-    newlines: ``label_lines(lines) -> LineAnnotations`` / ``annotate_lines(lines)``."""
+    newlines: ``label_lines(lines) -> LineAnnotations``."""
 
     name: str
 
@@ -298,10 +298,6 @@ class Annotator(Protocol):
 
     def label_lines(self, lines: list[str]) -> LineAnnotations:
         """Labels and word starts of ``"\\n".join(lines)``."""
-        ...
-
-    def annotate_lines(self, lines: list[str]) -> tuple[np.ndarray, int]:
-        """int16 labels ``[3, len("\\n".join(lines))]`` and the number of unlabelled lines."""
         ...
 
     def load(self) -> None:
@@ -373,12 +369,6 @@ class JiebaAnnotator:
                 return LineAnnotations(labels, joined.word_starts.copy(),
                                        np.ones(len(lines), dtype=bool))
         return _join_lines(lines, [self._annotate_or_none(line) for line in lines])
-
-    def annotate_lines(self, lines: list[str]) -> tuple[np.ndarray, int]:
-        """int16 labels ``[3, len("\\n".join(lines))]`` (-1 on the newlines and where
-        unknown) and the number of lines that could not be annotated."""
-        labelled = self.label_lines(lines)
-        return labelled.labels, labelled.unannotated
 
     def _annotate_or_none(self, line: str) -> Annotation | None:
         try:
@@ -541,12 +531,6 @@ class ConllAnnotator:
         """The labels of ``"\\n".join(lines)``: each line is looked up by its text; a line
         that is no sentence of the file is unannotated (all -1), not an error."""
         return _join_lines(lines, [self.lookup(line) for line in lines])
-
-    def annotate_lines(self, lines: list[str]) -> tuple[np.ndarray, int]:
-        """int16 labels ``[3, len("\\n".join(lines))]`` (-1 on the newlines, where unknown
-        and on lines that are no sentence of the file) and the number of such lines."""
-        labelled = self.label_lines(lines)
-        return labelled.labels, labelled.unannotated
 
     def annotate(self, text: str) -> Annotation:
         """The Annotation of the file's sentence whose text is ``text``."""
