@@ -17,6 +17,8 @@ inputs, numpy arrays as lists of floats):
   "add_special_tokens"}` -> per input a list of `{"id", "text", "special", "start", "stop"}`.
 - `GET /health`, `GET /info` (models, tasks, backends, dtypes, limits), `GET /metrics`
   (Prometheus text).
+- `GET /`: a browser widget (one card per model: an example input, Compute, the result
+  drawn as bars / highlighted spans and the raw JSON), its assets under `/static/`.
 
 Every request body may name a model (`"model": NAME`, from `--model NAME=DIR`); without it
 the first model serving the route's task answers. A route whose task no loaded model serves
@@ -30,7 +32,8 @@ Errors are `{"error": str, "error_type": str}` with TEI's codes:
 - 413 `PayloadTooLarge`: a body over `--payload-limit` bytes (too many *bytes*);
 - 429 `Overloaded`: more than `--max-concurrent-requests` requests in flight;
 - 401 `Unauthorized`: `--api-key` set and no `Authorization: Bearer KEY` (every route but
-  `/health`, which stays open for load balancers and probes);
+  `/health`, which stays open for load balancers and probes, and the widget's `/`,
+  `/static/*`, which carry no data: the page asks for the key);
 - 503 `Unhealthy`: the server is shutting down; 500 `Backend`: the model failed.
 
 Over-long inputs are truncated to `--max-input-length` tokens (default: the model's
@@ -50,12 +53,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -76,11 +81,14 @@ ROUTES = {"/embed": "feature-extraction", "/v1/embeddings": "feature-extraction"
           "/ner": "token-classification", "/qa": "question-answering",
           "/rtd": "replaced-token-detection", "/tokenize": None, "/health": None,
           "/info": None, "/metrics": None}
-OPEN_ROUTES = {"/health"}  # no API key needed
+OPEN_ROUTES = {"/health", "/"}  # no API key needed
+OPEN_PREFIX = "/static/"  # the widget's assets: no API key either
+STATIC_DIR = Path(__file__).parent / "static"
 UNCOUNTED_ROUTES = {"/health", "/metrics", "/info"}  # outside --max-concurrent-requests
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+INLINE_MEASURE_CHARS = 4096  # smaller requests are tokenized on the event loop
 ERROR_TYPES = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed",
                413: "PayloadTooLarge", 422: "Validation", 429: "Overloaded",
                500: "Backend", 503: "Unhealthy"}
@@ -236,7 +244,10 @@ class ServerState:
         model = self.pick(task, name)
         self.check_count(inputs)
         try:
-            costs, truncated = await asyncio.to_thread(model.measure, inputs)
+            if _characters(inputs) <= INLINE_MEASURE_CHARS:  # ~0.1 ms: cheaper than a thread
+                costs, truncated = model.measure(inputs)
+            else:
+                costs, truncated = await asyncio.to_thread(model.measure, inputs)
             future = self.queues[model.name].submit(inputs, sum(costs), options)
             results = await asyncio.wrap_future(future)
         except ZhplmError as exc:
@@ -288,7 +299,8 @@ class Gate:
         settings = self.state.settings
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
-        if settings.api_key and path not in OPEN_ROUTES:
+        if settings.api_key and path not in OPEN_ROUTES and \
+                not path.startswith(OPEN_PREFIX):
             given = headers.get("authorization", "")
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -344,6 +356,12 @@ def _validation_message(exc: RequestValidationError) -> str:
         else:
             parts.append(f"{loc}: {error.get('msg')}")
     return "; ".join(parts) or "invalid request"
+
+
+def _characters(inputs: list[Any]) -> int:
+    """The characters of a request's inputs (texts, pairs or QA items)."""
+    return sum(len(x) if isinstance(x, str) else sum(len(v) for v in x.values())
+               for x in inputs)
 
 
 def _texts(inputs: str | list[str]) -> tuple[list[str], bool]:
@@ -525,6 +543,13 @@ def create_app(models: list[ServedModel], settings: Settings | None = None) -> F
             state.queue_depth.set(queue.depth, model=name)
         state.in_flight_gauge.set(state.in_flight)
         return Response(state.registry.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/", include_in_schema=False)
+    async def widget() -> FileResponse:
+        """The browser widget (static/index.html; no API key needed)."""
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     app.add_middleware(Gate, state=state)
     return app

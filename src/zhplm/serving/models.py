@@ -3,6 +3,7 @@ inputs in tokens, and running a batch of inputs (in the batch worker's thread)."
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,11 @@ class ServedModel:
     truncate: bool = True
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Requests are measured with a copy of the tokenizer: the pipeline's own is busy
+        # (and locked) in the batch worker, and a request must not wait for a batch.
+        self._tokenizer = copy.deepcopy(self.pipeline.tokenizer)
+
     @property
     def max_length(self) -> int:
         """Tokens per input (special tokens included) before truncation applies."""
@@ -94,11 +100,11 @@ class ServedModel:
             described["labels"] = list(labels)
         return described
 
-    # -- in a request's thread (tokenizer only) ------------------------------------------
+    # -- in the event loop, or a request's thread (tokenizer only) -------------------
     def measure(self, inputs: Sequence[Any]) -> tuple[list[int], bool]:
         """Tokens per input (capped at `max_length`) and whether any input is truncated.
         Raises InputError for an empty input, or an over-long one when truncation is off."""
-        tokenizer = self.pipeline.tokenizer
+        tokenizer = self._tokenizer
         if self.task == "question-answering":
             encoded = tokenizer([x["question"] for x in inputs], [x["context"] for x in inputs])
             return [len(ids) for ids in encoded["input_ids"]], False  # windows, never cut
@@ -130,7 +136,7 @@ class ServedModel:
                  ) -> list[list[dict[str, Any]]]:
         """Tokens of each text as TEI's /tokenize gives them: id, text, special, and the
         character span start/stop in the text (None for special tokens)."""
-        tokenizer = self.pipeline.tokenizer
+        tokenizer = self._tokenizer
         encoded = tokenizer(list(texts), add_special_tokens=add_special_tokens,
                             return_offsets_mapping=True, return_special_tokens_mask=True)
         out = []
