@@ -13,7 +13,9 @@ Steps (the corpus, vocab and dataset are reused when they are already there):
    show what the discriminator flags in a sentence with a swapped character;
 7. fine-tune the pre-trained BERT, the ELECTRA discriminator and the random tiny model on
    `reviews-sentiment` and `pd-ner` (subsets, two epochs) and print the side-by-side table;
-   print what's next.
+8. export the fine-tuned sentiment model to ONNX (fp32 and int8), print the int8 agreement
+   with fp32 and a speed / agreement table of torch, ONNX Runtime fp32 and int8 on held-out
+   reviews; print what's next, with the `zhplm serve` command that opens the widget.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from pathlib import Path
 import torch
 
 from zhplm import datasets
+from zhplm.backends.base import EXPORT_FILE
 from zhplm.config import preset
 from zhplm.data.corpus import preprocess
 from zhplm.env import env_line
+from zhplm.export.onnx import export_onnx
+from zhplm.export.quality import format_quality
 from zhplm.finetuning import FinetuneConfig, run_finetune
 from zhplm.modeling import BertForMaskedLM
 from zhplm.pipelines import pipeline
@@ -134,6 +139,23 @@ def run(out_dir: Path, recipe_path: Path, vocab_size: int = 8000, steps: int | N
 
     sentiment_model = out_dir / "finetune-reviews-sentiment-pre-trained" / "best"
     ner_model = out_dir / "finetune-pd-ner-pre-trained" / "best"
+
+    start = step("8. export the fine-tuned sentiment model to ONNX (fp32 + int8)")
+    onnx_dir = out_dir / "reviews-sentiment-onnx"
+    report_file = onnx_dir / EXPORT_FILE
+    if report_file.is_file():
+        report = json.loads(report_file.read_text(encoding="utf-8"))
+    else:
+        report = export_onnx(sentiment_model, onnx_dir, quantize="int8")
+    print(f"{onnx_dir}: model.onnx + model_int8.onnx, validated against PyTorch "
+          f"(max |diff| {max_diff(report['validation']):.1e}) "
+          f"({time.perf_counter() - start:.1f}s)")
+    print(format_quality(report["int8_quality"]))
+    print(compare_backends(sentiment_model, onnx_dir))
+    print(f"""
+  Serve the models with the browser widget at http://127.0.0.1:8000/ (Ctrl-C stops it):
+  .venv/bin/zhplm serve --model sentiment={onnx_dir} --model ner={ner_model} \\
+      --model fill-mask={run_dir / 'model'} --model rtd={discriminator}""")
     print(f"""
 == Next
   .venv/bin/zhplm info {run_dir / 'model'}
@@ -174,6 +196,48 @@ def compare_finetuning(out_dir: Path, models: dict[str, Path]) -> str:
         rows.append(f"| {task} (dev {metric}) | " + " | ".join(cells) + " |")
     header = "| task | " + " | ".join(models) + " |\n|---|" + "---|" * len(models)
     return "\n".join([header, *rows]) + "\n"
+
+
+MAX_REVIEW_CHARS = 128
+
+
+def max_diff(validation: dict) -> float:
+    """The largest |ONNX - PyTorch| over every output and shape of an export's validation."""
+    return max(value for shapes in validation["max_abs_diff"].values()
+               for value in shapes.values())
+
+
+def compare_backends(model_dir: Path, onnx_dir: Path, count: int = 32,
+                     repeats: int = 5) -> str:
+    """Classify `count` held-out reviews with torch fp32, ONNX Runtime fp32 and int8 (one
+    batch, the best of `repeats`); a Markdown table of texts/s, speed-up over torch and
+    label agreement with torch."""
+    reviews = datasets.load_reviews("test")  # positives first: take an even spread
+    texts = [reviews[i * len(reviews) // count].text[:MAX_REVIEW_CHARS] for i in range(count)]
+    options = {"task": "text-classification", "batch_size": count}
+    runs = {"zhplm torch fp32": pipeline(model=model_dir, dtype="fp32", backend="torch",
+                                         **options),
+            "ONNX Runtime fp32": pipeline(model=onnx_dir, dtype="fp32", backend="onnxruntime",
+                                          **options),
+            "ONNX Runtime int8": pipeline(model=onnx_dir, dtype="int8", backend="onnxruntime",
+                                          **options)}
+    timings, labels = {}, {}
+    for name, classify in runs.items():
+        classify(texts[:2])  # warm up
+        best = float("inf")
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            answers = classify(texts)
+            best = min(best, time.perf_counter() - begin)
+        timings[name], labels[name] = best, [a["label"] for a in answers]
+    reference = next(iter(runs))
+    rows = [f"\n{count} held-out reviews in one batch, best of {repeats} runs:",
+            "| backend | texts/s | vs torch | labels equal to torch |", "|---|---|---|---|"]
+    for name, seconds in timings.items():
+        same = sum(a == b for a, b in zip(labels[name], labels[reference], strict=True))
+        rows.append(f"| {name} | {count / seconds:.0f} | {timings[reference] / seconds:.2f}x"
+                    f" | {same}/{count} |")
+    return "\n".join(rows)
 
 
 RTD_SENTENCE = ("今天天气很好，我们去公园散步。", "今天天气很好，我们去公园吃步。")

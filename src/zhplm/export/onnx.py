@@ -47,6 +47,7 @@ label agreement, ...; `calibration_text=FILE` to use your own texts) and saved a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -261,11 +262,21 @@ def _quantize(src: Path, dst: Path) -> bool:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     reduce_range = not cpu_has_vnni()
-    quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=reduce_range,
-                     weight_type=QuantType.QInt8,
-                     # fused contrib ops (--optimize) have no ONNX shape inference
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    root = logging.getLogger()
+    root.addFilter(_no_preprocess_advice)  # advice for static quantization, not ours
+    try:
+        quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=reduce_range,
+                         weight_type=QuantType.QInt8,
+                         # fused contrib ops (--optimize) have no ONNX shape inference
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.removeFilter(_no_preprocess_advice)
     return reduce_range
+
+
+def _no_preprocess_advice(record: logging.LogRecord) -> bool:
+    """Drop onnxruntime's "Please consider to run pre-processing" warning."""
+    return not record.getMessage().startswith("Please consider to run pre-processing")
 
 
 def _copy_source_files(model_dir: Path, out: Path) -> list[str]:
