@@ -8,25 +8,35 @@ POST /embed), both the exports `inference.py` caches under /tmp/zhplm-bench:
 * in-process: `zhplm.pipeline(task, model=DIR)` over N real sentences (16-32 tokens each),
   called in batches of 32 -> texts/s;
 * server: `python -m zhplm serve --model DIR --port PORT` as a subprocess (OMP_NUM_THREADS=2),
-  32 concurrent asyncio + httpx clients, each sending single-text requests back to back,
-  N requests in all -> texts/s, p50/p99 latency (client side), and the mean number of
-  inputs per model call the server's batcher formed (from /metrics).
+  32 concurrent clients, each sending requests of `--texts-per-request` texts (default 1)
+  back to back -> texts/s, p50/p99 latency (client side), and the mean number of inputs per
+  model call the server's batcher formed (from /metrics).
+
+The clients are `wrk` (C, Debian's `wrk` package; `--duration` seconds, cycling through the
+texts with a Lua script) by default: it costs the shared two cores little. `--client httpx`
+uses 32 asyncio + httpx clients in this process instead (N requests in all); in Python they
+take a good share of the CPU the server needs, so they measure the client as much as the
+server.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/serve_throughput.py
-        [--clients 32] [--n-tiny 2000] [--n-minilm 640]
+        [--clients 32] [--client wrk|httpx] [--duration 20] [--texts-per-request 1]
+        [--n-tiny 2000] [--n-minilm 640]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -89,24 +99,65 @@ def batch_stats(metrics: str, model: str) -> tuple[float, float]:
     return out[0], out[1]
 
 
-async def load(base: str, route: str, texts: list[str], clients: int
+WRK_SCRIPT = """
+bodies = {%s}
+counter = 0
+request = function()
+  counter = counter %% #bodies + 1
+  return wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, bodies[counter])
+end
+done = function(summary, latency, requests)
+  io.write(string.format('{"requests": %%d, "seconds": %%f, "non2xx": %%d, "socket": %%d, '
+    .. '"p50_ms": %%f, "p99_ms": %%f}\\n', summary.requests, summary.duration / 1e6,
+    summary.errors.status, summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1e3, latency:percentile(99) / 1e3))
+end
+"""
+
+
+def lua_string(text: str) -> str:
+    """A Lua string literal of `text` (UTF-8 bytes as decimal escapes)."""
+    return '"' + "".join(f"\\{b}" for b in text.encode()) + '"'
+
+
+def wrk_load(base: str, route: str, bodies: list[str], clients: int, seconds: float
+             ) -> dict:
+    """`wrk` with `clients` connections for `seconds`, cycling through `bodies`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % (", ".join(lua_string(b) for b in bodies), route))
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{round(seconds)}s", "--timeout",
+                              "30s", "-s", f.name, base], capture_output=True, text=True,
+                             check=True).stdout
+    finally:
+        os.unlink(f.name)
+    result = json.loads(out.strip().splitlines()[-1])
+    if result["non2xx"] or result["socket"]:
+        raise RuntimeError(f"wrk: {result['non2xx']} non-2xx answers, {result['socket']} "
+                           f"socket errors\n{out}")
+    return result
+
+
+async def load(base: str, route: str, bodies: list[str], clients: int
                ) -> tuple[float, list[float]]:
-    """`clients` workers sending one text per request back to back until `texts` are all
-    sent: (elapsed seconds, per-request latencies in seconds)."""
+    """`clients` httpx workers sending `bodies` back to back until all are sent: (elapsed
+    seconds, per-request latencies in seconds)."""
     latencies: list[float] = []
     queue: asyncio.Queue[str] = asyncio.Queue()
-    for t in texts:
-        queue.put_nowait(t)
+    for body in bodies:
+        queue.put_nowait(body)
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Content-Type": "application/json"}
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as client:
         async def worker() -> None:
             while True:
                 try:
-                    text = queue.get_nowait()
+                    body = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
                 t0 = time.perf_counter()
-                r = await client.post(route, json={"inputs": text})
+                r = await client.post(route, content=body.encode(), headers=headers)
                 latencies.append(time.perf_counter() - t0)
                 if r.status_code != 200:
                     raise RuntimeError(f"{route}: {r.status_code} {r.text[:200]}")
@@ -117,7 +168,16 @@ async def load(base: str, route: str, texts: list[str], clients: int
     return elapsed, latencies
 
 
-def serve_bench(model_dir: Path, route: str, texts: list[str], clients: int) -> dict:
+def request_bodies(texts: list[str], per_request: int) -> list[str]:
+    """JSON bodies of `per_request` consecutive texts each (a plain string for 1)."""
+    if per_request == 1:
+        return [json.dumps({"inputs": t}, ensure_ascii=False) for t in texts]
+    return [json.dumps({"inputs": texts[i:i + per_request]}, ensure_ascii=False)
+            for i in range(0, len(texts) - per_request + 1, per_request)]
+
+
+def serve_bench(model_dir: Path, route: str, texts: list[str], clients: int, client: str,
+                seconds: float, per_request: int) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, OMP_NUM_THREADS="2")
@@ -125,6 +185,7 @@ def serve_bench(model_dir: Path, route: str, texts: list[str], clients: int) -> 
     proc = subprocess.Popen([sys.executable, "-m", "zhplm", "serve", "--model",
                              str(model_dir), "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
+    bodies = request_bodies(texts, per_request)
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -138,9 +199,17 @@ def serve_bench(model_dir: Path, route: str, texts: list[str], clients: int) -> 
             if time.monotonic() > deadline:
                 raise SystemExit(f"server not healthy after 180 s; see {log.name}")
             time.sleep(0.25)
-        asyncio.run(load(base, route, texts[:4 * clients], clients))  # warm-up
+        asyncio.run(load(base, route, bodies[:4 * clients], clients))  # warm-up
         before = batch_stats(httpx.get(f"{base}/metrics").text, model_dir.name)
-        elapsed, latencies = asyncio.run(load(base, route, texts, clients))
+        if client == "wrk":
+            r = wrk_load(base, route, bodies, clients, seconds)
+            sent, elapsed = r["requests"], r["seconds"]
+            p50, p99 = r["p50_ms"], r["p99_ms"]
+        else:
+            elapsed, latencies = asyncio.run(load(base, route, bodies, clients))
+            ms = np.asarray(latencies) * 1000
+            sent = len(bodies)
+            p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
         after = batch_stats(httpx.get(f"{base}/metrics").text, model_dir.name)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -151,9 +220,7 @@ def serve_bench(model_dir: Path, route: str, texts: list[str], clients: int) -> 
             proc.wait()
         log.close()
     calls = after[1] - before[1]
-    ms = np.asarray(latencies) * 1000
-    return {"texts_s": len(texts) / elapsed, "p50": float(np.percentile(ms, 50)),
-            "p99": float(np.percentile(ms, 99)),
+    return {"texts_s": sent * per_request / elapsed, "p50": p50, "p99": p99,
             "mean_batch": (after[0] - before[0]) / calls if calls else float("nan"),
             "exit": proc.returncode}
 
@@ -161,9 +228,14 @@ def serve_bench(model_dir: Path, route: str, texts: list[str], clients: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--client", choices=("wrk", "httpx"), default="wrk")
+    parser.add_argument("--duration", type=float, default=20, help="seconds of wrk load")
+    parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--n-tiny", type=int, default=2000)
     parser.add_argument("--n-minilm", type=int, default=640)
     args = parser.parse_args()
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk, or --client httpx")
     logging.getLogger("zhplm").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
 
@@ -173,7 +245,8 @@ def main() -> None:
 
     print(env_line())
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} (benchmark), "
-          f"2 (server); {args.clients} clients; in-process batches of {BATCH}", flush=True)
+          f"2 (server); {args.clients} {args.client} clients, {args.texts_per_request} "
+          f"text(s) per request; in-process batches of {BATCH}", flush=True)
     zh = list(datasets.corpus_lines("test"))
     models = [("tiny-zh-cls", "text-classification", "/predict",
                exports(tiny_classifier(), "tiny-zh-cls")["none"], zh, args.n_tiny),
@@ -184,12 +257,14 @@ def main() -> None:
         texts = sentences_for(model_dir, sentences, n)
         base_tps, how = in_process(task, model_dir, texts)
         print(f"{name}: in-process {base_tps:.1f} texts/s ({how}, N={n})", flush=True)
-        r = serve_bench(model_dir, route, texts, args.clients)
+        r = serve_bench(model_dir, route, texts, args.clients, args.client, args.duration,
+                        args.texts_per_request)
         print(f"{name}: server {r['texts_s']:.1f} texts/s (server exit {r['exit']})",
               flush=True)
-        rows.append((f"{name} ({route}, N={n})", base_tps, r))
-    print("\n| model | in-process texts/s | server texts/s | ratio (target >= 0.8) | p50 ms "
-          "| p99 ms | mean batch |")
+        rows.append((f"{name} ({route})", base_tps, r))
+    print(f"\n| model | in-process texts/s | server texts/s ({args.client}, "
+          f"{args.texts_per_request}/request) | ratio (target >= 0.8) | p50 ms | p99 ms "
+          f"| mean batch |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, base_tps, r in rows:
         print(f"| {label} | {base_tps:.1f} | {r['texts_s']:.1f} | "

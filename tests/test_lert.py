@@ -111,6 +111,9 @@ def test_fill_mask_with_the_linguistic_heads(lert_run, annotated_dataset):
     # two masks: one result per mask
     two = fill("[MASK]京是中国的首[MASK]。")
     assert len(two) == 2 and all(set(m) == {"tokens", "pos", "ner"} for m in two)
+    # linguistic=False in one call: the plain fill-mask answer
+    assert fill(text, linguistic=False) == pipeline("fill-mask", model=model_dir, top_k=3,
+                                                    dtype="fp32")(text)
     # the CLI prints them
     out = subprocess.run([sys.executable, "-m", "zhplm", "fill-mask", "--model", str(model_dir),
                           "--linguistic", "--top-k", "2", text], capture_output=True, text=True,
@@ -212,3 +215,28 @@ def test_heads_of_other_tasks_load_partially_when_starting_from_a_model(tmp_path
     assert torch.equal(fresh.tasks["ner"].bias, saved.tasks["ner"].bias)
     assert torch.equal(fresh.tasks["dep"].weight, dep_before)
     assert "dep" in caplog.text and "untrained" in caplog.text
+
+
+def test_server_answers_linguistic_and_targets_like_the_pipeline(lert_run):
+    from fastapi.testclient import TestClient
+
+    from zhplm.serving import Settings, create_app, load_models
+
+    model_dir = lert_run[0] / "model"
+    settings = Settings(dtype="fp32")
+    text = "我们在北京[MASK]行了会议。"
+    fill = pipeline("fill-mask", model=model_dir, linguistic=True, dtype="fp32")
+    with TestClient(create_app(load_models([str(model_dir)], settings), settings)) as client:
+        tagged = client.post("/fill-mask", json={"inputs": text, "linguistic": True}).json()
+        plain = client.post("/fill-mask", json={"inputs": text}).json()
+        targeted = client.post("/fill-mask", json={"inputs": text, "targets": ["举", "进"],
+                                                   "top_k": 2}).json()
+    expected = fill(text)
+    assert tagged["pos"] == [{"label": t["label"], "score": pytest.approx(t["score"], abs=1e-6)}
+                             for t in expected["pos"]]
+    assert [p["token_str"] for p in tagged["tokens"]] == \
+        [p["token_str"] for p in expected["tokens"]]
+    assert [p["token_str"] for p in plain] == [p["token_str"] for p in expected["tokens"]]
+    assert sorted(p["token_str"] for p in targeted) == ["举", "进"]
+    assert [p["token_str"] for p in targeted] == \
+        [p["token_str"] for p in fill(text, targets=["举", "进"], linguistic=False)]

@@ -229,6 +229,10 @@ def test_errors_follow_tei_codes_and_never_take_the_server_down(model_dirs):
               "mlm (fill-mask)")
         check(c.post("/fill-mask", json={"inputs": MASKED[0], "model": "nope"}, headers=auth),
               422, "Validation", "nope")
+        check(c.post("/fill-mask", json={"inputs": MASKED[0], "linguistic": True},
+                     headers=auth), 422, "Validation", "LERT")
+        check(c.post("/fill-mask", json={"inputs": MASKED[0], "targets": []},
+                     headers=auth), 422, "Validation", "targets")
         long = "[MASK]" + "很好" * 30
         response = c.post("/fill-mask", json={"inputs": long}, headers=auth)
         assert response.status_code == 200 and response.headers["x-truncated"] == "true"

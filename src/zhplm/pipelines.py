@@ -264,11 +264,18 @@ class FillMaskPipeline(Pipeline):
         *,
         top_k: int | None = None,
         targets: str | Sequence[str] | None = None,
+        linguistic: bool | None = None,
     ) -> list[Any]:
         """For one text: a list of {score, token, token_str, sequence} (a list of such lists
         when the text has several masks). For a list of texts: one such result per text.
         With `linguistic`, each mask's result is instead {"tokens": that list, "pos": [{label,
-        score}, ...], "ner": [...], "dep": [...]} (the tasks the heads were trained on)."""
+        score}, ...], "ner": [...], "dep": [...]} (the tasks the heads were trained on).
+        `linguistic=False` leaves the labels out of this call (None: as the pipeline was
+        built); `True` needs a pipeline built with `linguistic=True`."""
+        if linguistic and self.linguistic is None:
+            raise InputError("linguistic=True needs LERT's heads: build the pipeline with "
+                             "linguistic=True over a LERT model directory")
+        heads = self.linguistic if linguistic is not False else None
         top_k = top_k or self.top_k
         tag_k = top_k  # labels per task, however few targets there are
         single = isinstance(inputs, str)
@@ -288,7 +295,7 @@ class FillMaskPipeline(Pipeline):
         for index, input_ids, attention, types in self._batches(ids):
             rows, cols = np.nonzero(input_ids == mask_id)
             positions = rows * input_ids.shape[1] + cols
-            if self.linguistic is not None:
+            if heads is not None:
                 logits, tags = self._with_tags(input_ids, attention, types, positions, tag_k)
             else:
                 logits = self.backend.run(input_ids, attention, types, positions)["logits"]

@@ -9,7 +9,9 @@ inputs, numpy arrays as lists of floats):
   "float" | "base64"}` -> `{"object": "list", "data": [{"object": "embedding", "embedding",
   "index"}], "model", "usage": {"prompt_tokens", "total_tokens"}}` (mean pooling,
   normalised; an unknown `model` name is the embedding model when only one is loaded).
-- `POST /fill-mask` `{"inputs", "top_k": 5}`; `POST /predict` (text classification;
+- `POST /fill-mask` `{"inputs", "top_k": 5, "targets": null, "linguistic": false}`
+  (`linguistic`: LERT's POS / NER / DEP labels per mask, a LERT model on torch);
+  `POST /predict` (text classification;
   `inputs`: a text, `[text]`, a pair `[a, b]`, or a list of those: `["a", ["b", "c"]]`;
   `top_k`: null = every label, as TEI); `POST /ner` `{"inputs", "aggregation_strategy"}`;
   `POST /qa` `{"question", "context"}`, a list of such objects, or `{"inputs": [...]}`;
@@ -135,6 +137,9 @@ class OpenAIEmbeddingRequest(BaseModel):
 class FillMaskRequest(_Body):
     inputs: str | list[str]
     top_k: int = Field(5, ge=1, le=1000)
+    targets: str | list[str] | None = Field(None, description="score only these tokens")
+    linguistic: bool = Field(False, description="LERT models: each mask's POS / NER / DEP "
+                                                "labels too")
 
 
 class PredictRequest(_Body):
@@ -460,10 +465,14 @@ def create_app(models: list[ServedModel], settings: Settings | None = None) -> F
 
     @app.post("/fill-mask")
     async def fill_mask(body: FillMaskRequest) -> JSONResponse:
-        """`pipeline("fill-mask")(inputs, top_k=top_k)`."""
+        """`pipeline("fill-mask")(inputs, top_k=top_k, targets=targets, linguistic=...)`."""
         texts, single = _texts(body.inputs)
-        _, results, truncated, _ = await state.infer("fill-mask", body.model, texts,
-                                                     {"top_k": body.top_k})
+        options: dict[str, Any] = {"top_k": body.top_k}
+        if body.targets is not None:
+            options["targets"] = body.targets
+        if body.linguistic:
+            options["linguistic"] = True
+        _, results, truncated, _ = await state.infer("fill-mask", body.model, texts, options)
         return _json(results[0] if single else results, truncated)
 
     @app.post("/predict")

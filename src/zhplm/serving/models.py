@@ -158,7 +158,8 @@ class ServedModel:
                            normalize=options.get("normalize", True))
             return [row.tolist() for row in vectors]
         if self.task == "fill-mask":
-            out = pipe(inputs, top_k=options.get("top_k"))
+            out = pipe(inputs, top_k=options.get("top_k"), targets=options.get("targets"),
+                       linguistic=options.get("linguistic", False))
         elif self.task == "text-classification":
             out = pipe(inputs, top_k=options.get("top_k"))
         elif self.task == "token-classification":
@@ -170,6 +171,16 @@ class ServedModel:
         else:  # pragma: no cover - HEAD_OF_TASK is closed
             raise ConfigError(f"unknown task {self.task}")
         return to_jsonable(out)
+
+
+def _serves_linguistic(directory: Path, settings: Settings) -> bool:
+    """Whether a fill-mask model has LERT's heads and runs on torch (they need PyTorch)."""
+    from zhplm.backends.base import EXPORT_FILE
+    from zhplm.modeling.lert_heads import LinguisticHeads
+
+    on_torch = settings.backend == "torch" or (
+        settings.backend is None and not (directory / EXPORT_FILE).is_file())
+    return on_torch and LinguisticHeads.has_heads(directory)
 
 
 def load_models(specs: Sequence[str], settings: Settings) -> list[ServedModel]:
@@ -187,8 +198,11 @@ def load_models(specs: Sequence[str], settings: Settings) -> list[ServedModel]:
         if not directory.is_dir():
             raise ConfigError(f"--model {spec}: {directory} is not a directory")
         task = infer_task(directory)
+        options: dict[str, Any] = {}
+        if task == "fill-mask" and _serves_linguistic(directory, settings):
+            options["linguistic"] = True  # LERT: requests may ask for POS / NER / DEP
         pipe = pipeline(task, model=directory, dtype=settings.dtype, backend=settings.backend,
-                        truncate=settings.truncate)
+                        truncate=settings.truncate, **options)
         if settings.max_input_length is not None:
             if settings.max_input_length < 3:
                 raise ConfigError("--max-input-length must be >= 3 (two special tokens + one)")
