@@ -168,12 +168,15 @@ async def load(base: str, route: str, bodies: list[str], clients: int
     return elapsed, latencies
 
 
-def request_bodies(texts: list[str], per_request: int) -> list[str]:
-    """JSON bodies of `per_request` consecutive texts each (a plain string for 1)."""
+def request_bodies(texts: list[str], per_request: int, route: str) -> list[str]:
+    """JSON bodies of `per_request` consecutive texts each (a plain string for 1; for
+    /predict a batch is a list of sequences `[[text], ...]`, as TEI's)."""
     if per_request == 1:
         return [json.dumps({"inputs": t}, ensure_ascii=False) for t in texts]
-    return [json.dumps({"inputs": texts[i:i + per_request]}, ensure_ascii=False)
-            for i in range(0, len(texts) - per_request + 1, per_request)]
+    chunks = [texts[i:i + per_request]
+              for i in range(0, len(texts) - per_request + 1, per_request)]
+    return [json.dumps({"inputs": [[t] for t in chunk] if route == "/predict" else chunk},
+                       ensure_ascii=False) for chunk in chunks]
 
 
 def serve_bench(model_dir: Path, route: str, texts: list[str], clients: int, client: str,
@@ -185,7 +188,7 @@ def serve_bench(model_dir: Path, route: str, texts: list[str], clients: int, cli
     proc = subprocess.Popen([sys.executable, "-m", "zhplm", "serve", "--model",
                              str(model_dir), "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
-    bodies = request_bodies(texts, per_request)
+    bodies = request_bodies(texts, per_request, route)
     try:
         deadline = time.monotonic() + 180
         while True:
