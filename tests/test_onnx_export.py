@@ -27,8 +27,12 @@ from zhplm.export.onnx import export_onnx  # noqa: E402
 from zhplm.export.validation import ExportValidationError, validation_batches  # noqa: E402
 from zhplm.modeling import BertForMaskedLM  # noqa: E402
 from zhplm.modeling.electra import (  # noqa: E402
+    ElectraForMaskedLM,
     ElectraForPreTraining,
+    ElectraForQuestionAnswering,
     ElectraForSequenceClassification,
+    ElectraForTokenClassification,
+    ElectraModel,
 )
 from zhplm.modeling.heads import (  # noqa: E402
     BertForQuestionAnswering,
@@ -55,7 +59,7 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory, zh_vocab_dir: Path) -> d
     tokenizer = Tokenizer.from_pretrained(zh_vocab_dir)
     sizes = {"vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_token_id}
     bert = preset("tiny", **sizes)
-    disc, _ = electra_preset("electra-tiny", **sizes)
+    disc, gen = electra_preset("electra-tiny", **sizes)
     torch.manual_seed(0)
     return {
         "bert-mlm": _save(BertForMaskedLM(bert), tokenizer, root / "bert-mlm"),
@@ -67,6 +71,11 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory, zh_vocab_dir: Path) -> d
         "electra-disc": _save(ElectraForPreTraining(disc), tokenizer, root / "electra-disc"),
         "electra-cls": _save(ElectraForSequenceClassification(with_labels(disc, LABELS[3])),
                              tokenizer, root / "electra-cls"),
+        "electra-tok": _save(ElectraForTokenClassification(with_labels(disc, LABELS[5])),
+                             tokenizer, root / "electra-tok"),
+        "electra-qa": _save(ElectraForQuestionAnswering(disc), tokenizer, root / "electra-qa"),
+        "electra-gen": _save(ElectraForMaskedLM(gen), tokenizer, root / "electra-gen"),
+        "electra-enc": _save(ElectraModel(disc), tokenizer, root / "electra-enc"),
     }
 
 
@@ -142,6 +151,12 @@ TASK_CASES = [
                                        "end_logits": ["batch_size", "sequence_length"]}),
     ("electra-disc", "replaced-token-detection", {"logits": ["batch_size", "sequence_length"]}),
     ("electra-cls", "text-classification", {"logits": ["batch_size", 3]}),
+    ("electra-tok", "token-classification", {"logits": ["batch_size", "sequence_length", 5]}),
+    ("electra-qa", "question-answering", {"start_logits": ["batch_size", "sequence_length"],
+                                          "end_logits": ["batch_size", "sequence_length"]}),
+    ("electra-gen", "fill-mask", {"logits": ["batch_size", "sequence_length", "V"]}),
+    ("electra-enc", "feature-extraction",
+     {"last_hidden_state": ["batch_size", "sequence_length", "H"]}),
 ]
 
 
@@ -151,7 +166,8 @@ def test_task_exports_match_torch(tiny_dirs: dict[str, Path], tmp_path: Path, na
     model_dir = tiny_dirs[name]
     report = export_onnx(model_dir, tmp_path / "onnx", task=task)
     vocab = Tokenizer.from_pretrained(model_dir).vocab_size
-    outputs = {k: [vocab if d == "V" else d for d in v] for k, v in outputs.items()}
+    hidden = _config(model_dir).hidden_size
+    outputs = {k: [{"V": vocab, "H": hidden}.get(d, d) for d in v] for k, v in outputs.items()}
     _check_dir(tmp_path / "onnx", report, task, outputs)
     assert report["validation"]["texts"] == "zh+en"
     # the default task is the one the directory's architectures imply
@@ -191,6 +207,22 @@ def test_task_the_model_cannot_serve(tiny_dirs: dict[str, Path], tmp_path: Path)
     with pytest.raises(ConfigError, match="it can serve: replaced-token-detection"):
         export_onnx(tiny_dirs["electra-disc"], tmp_path / "o", task="fill-mask")
     assert not (tmp_path / "o").exists()
+
+
+def test_out_must_not_hold_the_model_or_other_files(tiny_dirs: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    model_dir = tiny_dirs["bert-cls"]
+    with pytest.raises(ConfigError, match="holds the model directory"):
+        export_onnx(model_dir, model_dir.parent)
+    assert (model_dir / "config.json").is_file()
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not an earlier export"):
+        export_onnx(model_dir, other)
+    assert (other / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    export_onnx(model_dir, tmp_path / "onnx")
+    export_onnx(model_dir, tmp_path / "onnx")  # an earlier export is replaced
 
 
 def test_missing_model_dir(tmp_path: Path) -> None:

@@ -255,6 +255,50 @@ def test_errors_follow_tei_codes_and_never_take_the_server_down(model_dirs):
         assert c.get("/health").status_code == 200
 
 
+def test_an_onnx_export_is_served_like_its_pipeline(model_dirs, tmp_path):
+    from zhplm.export.onnx import export_onnx
+
+    out = tmp_path / "cls-onnx"
+    export_onnx(model_dirs["text-classification"], out, quantize="int8")
+    settings = Settings(dtype="int8")
+    models = load_models([f"cls={out}"], settings)
+    assert models[0].describe()["backend"] == "onnxruntime"
+    expected = pipeline("text-classification", model=out, dtype="int8")
+    with TestClient(create_app(models, settings)) as c:
+        info = c.get("/info").json()["models"][0]
+        assert (info["backend"], info["dtype"]) == ("onnxruntime", "int8")
+        _same(c.post("/predict", json={"inputs": [[t] for t in ZH]}).json(),
+              expected(ZH, top_k=None))
+
+
+def test_health_answers_while_a_batch_computes(model_dirs):
+    settings = Settings(dtype="fp32")
+    models = load_models([f"cls={model_dirs['text-classification']}"], settings)
+    computing = threading.Event()
+    run = models[0].run
+
+    def slow_run(inputs, options):
+        computing.set()
+        time.sleep(1.5)
+        return run(inputs, options)
+
+    models[0].run = slow_run  # type: ignore[method-assign]
+    app = create_app(models, settings)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), \
+                httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            predict = asyncio.create_task(c.post("/predict", json={"inputs": ZH[0]}))
+            await asyncio.to_thread(computing.wait, 10)
+            health = await c.get("/health")
+            # answered while the model computes: the prediction is still running
+            assert health.status_code == 200 and not predict.done()
+            assert (await predict).status_code == 200
+
+    asyncio.run(scenario())
+
+
 def test_batch_queue_batches_isolates_failures_and_drains():
     calls: list[list] = []
     release = threading.Event()

@@ -609,7 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--max-concurrent-requests", type=int, default=512,
                      help="requests in flight; more -> 429 (default 512)")
     sub.add_argument("--api-key", help="require Authorization: Bearer KEY on every route "
-                     "but /health (default: $ZHPLM_API_KEY, else no key)")
+                     "but /health and the widget's page (/, /static/*: it asks for the key) "
+                     "(default: $ZHPLM_API_KEY, else no key)")
 
     sub = verb("plot", cmd_plot, "plot loss / accuracy / lr curves of a run to a PNG")
     sub.add_argument("run_dir", help="a run directory with metrics.jsonl")

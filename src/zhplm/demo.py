@@ -143,9 +143,10 @@ def run(out_dir: Path, recipe_path: Path, vocab_size: int = 8000, steps: int | N
     start = step("8. export the fine-tuned sentiment model to ONNX (fp32 + int8)")
     onnx_dir = out_dir / "reviews-sentiment-onnx"
     report_file = onnx_dir / EXPORT_FILE
-    if report_file.is_file():
-        report = json.loads(report_file.read_text(encoding="utf-8"))
-    else:
+    source = sentiment_model / "model.safetensors"
+    report = (json.loads(report_file.read_text(encoding="utf-8")) if report_file.is_file()
+              and report_file.stat().st_mtime > source.stat().st_mtime else {})
+    if "int8_quality" not in report:  # none yet, or the sentiment model was fine-tuned again
         report = export_onnx(sentiment_model, onnx_dir, quantize="int8")
     print(f"{onnx_dir}: model.onnx + model_int8.onnx, validated against PyTorch "
           f"(max |diff| {max_diff(report['validation']):.1e}) "

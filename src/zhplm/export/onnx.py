@@ -324,8 +324,14 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         from zhplm.export.quality import read_text_file
 
         read_text_file(calibration_text)  # a bad file fails before the export
-    if out.resolve() == model_dir.resolve():
-        raise ConfigError(f"--out {out} is the model directory; pick a new directory")
+    if model_dir.resolve().is_relative_to(out.resolve()):
+        raise ConfigError(f"--out {out} is or holds the model directory {model_dir}; the "
+                          f"export replaces OUT as a whole: pick a new directory")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and
+                                               not (out / REPORT_FILE).is_file())):
+        raise ConfigError(f"--out {out} exists and is not an earlier export (no "
+                          f"{REPORT_FILE}); the export replaces OUT as a whole: pick a new "
+                          f"directory, or remove it first")
     _, onnxruntime = _import_onnx()
 
     config = ModelConfig.from_pretrained(model_dir)

@@ -66,7 +66,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zhplm.errors import ZhplmError
+from zhplm.errors import InputError
 from zhplm.serving.batching import BatchQueue, QueueClosed
 from zhplm.serving.metrics import CONTENT_TYPE, Registry
 from zhplm.serving.models import ServedModel, Settings
@@ -255,12 +255,10 @@ class ServerState:
                 costs, truncated = await asyncio.to_thread(model.measure, inputs)
             future = self.queues[model.name].submit(inputs, sum(costs), options)
             results = await asyncio.wrap_future(future)
-        except ZhplmError as exc:
+        except InputError as exc:  # the pipeline refused the input (e.g. no [MASK])
             raise ApiError(422, str(exc)) from None
         except QueueClosed as exc:
             raise ApiError(503, str(exc)) from None
-        except (ValueError, TypeError) as exc:  # the pipeline refused the input
-            raise ApiError(422, str(exc)) from None
         except Exception as exc:
             logger.exception("model %s failed", model.name)
             raise ApiError(500, f"{model.name}: {type(exc).__name__}: {exc}") from None
@@ -308,8 +306,8 @@ class Gate:
                 not path.startswith(OPEN_PREFIX):
             given = headers.get("authorization", "")
             scheme, _, token = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    token.strip().encode(), settings.api_key.encode()):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(  # header bytes
+                    token.strip().encode("latin-1"), settings.api_key.encode()):
                 response = error_response(401, "missing or wrong API key; send the header "
                                                "Authorization: Bearer KEY",
                                           headers={"WWW-Authenticate": "Bearer"})
@@ -413,7 +411,7 @@ def create_app(models: list[ServedModel], settings: Settings | None = None) -> F
         if not all(drained):
             logger.warning("shut down with requests still queued")
 
-    app = FastAPI(title="zhplm", lifespan=lifespan,
+    app = FastAPI(title="zhplm", lifespan=lifespan, docs_url=None, redoc_url=None,  # CDN
                   description="BERT-family models served in the style of "
                               "text-embeddings-inference")
     app.state.zhplm = state
@@ -428,6 +426,11 @@ def create_app(models: list[ServedModel], settings: Settings | None = None) -> F
         if "json" not in request.headers.get("content-type", "json"):
             message += "; send the body as JSON (Content-Type: application/json)"
         return error_response(422, message)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return error_response(500, f"{type(exc).__name__}: {exc}")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -31,6 +31,16 @@ class Settings:
     backend: str | None = None
     shutdown_timeout: float | None = None  # wait this long for queues to drain (None: all)
 
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_batch_requests", "max_client_batch_size",
+                     "payload_limit"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} {getattr(self, name)}: must be >= 1")
+        if self.max_concurrent_requests < 0:
+            raise ConfigError(f"--max-concurrent-requests {self.max_concurrent_requests}: "
+                              f"must be >= 0")
+
 
 def infer_task(model_dir: str | os.PathLike[str]) -> str:
     """The task a model directory implies (`zhplm.backends.model_task`: an export's recorded
