@@ -428,6 +428,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    """`zhplm convert`: released checkpoints (TF 1.x, UER-py) to HF directories and back,
+    without TensorFlow."""
+    import json
+
+    if args.conversion == "tf-list":
+        from zhplm.convert.tf_checkpoint import list_variables
+
+        for name, dtype, shape in list_variables(args.prefix):
+            print(f"{name}\t{dtype}\t{list(shape)}")
+        return 0
+    if args.conversion == "tf":
+        from zhplm.convert.tf_models import convert_tf
+
+        report = convert_tf(args.checkpoint, args.config, args.out, model=args.model,
+                            vocab=args.vocab, lowercase=not args.cased)
+    elif args.conversion == "uer2hf":
+        from zhplm.convert.uer import uer_to_hf
+
+        report = uer_to_hf(args.input, args.vocab, args.out, layers=args.layers,
+                           kind=args.type, heads=args.heads)
+    else:
+        from zhplm.convert.uer import hf_to_uer
+
+        report = hf_to_uer(args.model, args.out, kind=args.type)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(
@@ -645,6 +674,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--calibration-text", metavar="FILE",
                      help="with --quantize int8: judge int8 against fp32 on these texts (one "
                           "per line; default: held-out built-in corpus text)")
+
+    sub = verb("convert", cmd_convert, "convert released checkpoints (TF 1.x, UER-py) to "
+               "Hugging Face directories and back, without TensorFlow")
+    kinds = sub.add_subparsers(dest="conversion", metavar="CONVERSION", required=True)
+    sub = kinds.add_parser("tf-list", help="list a TF checkpoint's variables (name, dtype, "
+                           "shape), like tf.train.list_variables")
+    sub.add_argument("prefix", help="checkpoint prefix (PREFIX.index + PREFIX.data-*)")
+    sub = kinds.add_parser("tf", help="TF 1.x checkpoint (Google BERT, HFL ELECTRA / LERT) "
+                           "-> HF directory")
+    sub.add_argument("--checkpoint", required=True, metavar="PREFIX",
+                     help="checkpoint prefix, e.g. bert_model.ckpt or electra_small")
+    sub.add_argument("--config", required=True, metavar="CONFIG_JSON",
+                     help="the released config: bert_config.json, lert_config.json, or "
+                          "ELECTRA's discriminator / generator config")
+    sub.add_argument("--out", required=True, help="output directory (written whole)")
+    sub.add_argument("--model", default="bert",
+                     choices=["bert", "electra-discriminator", "electra-generator", "lert"])
+    sub.add_argument("--vocab", help="vocab.txt (default: vocab.txt beside the checkpoint)")
+    sub.add_argument("--cased", action="store_true",
+                     help="a cased vocab (Google's cased English BERT): do not lowercase")
+    sub = kinds.add_parser("uer2hf", help="UER-py state dict (model.bin) -> HF directory")
+    sub.add_argument("--input", required=True, help="UER-py model.bin")
+    sub.add_argument("--vocab", required=True, help="the vocab.txt it was trained with")
+    sub.add_argument("--out", required=True, help="output directory (written whole)")
+    sub.add_argument("--layers", type=int, required=True, help="transformer layers")
+    sub.add_argument("--heads", type=int,
+                     help="attention heads (default: hidden size / 64, as UER's miniatures)")
+    sub.add_argument("--type", default="mlm", choices=["mlm", "bert"],
+                     help="UER target: mlm, or bert (mlm + sentence prediction)")
+    sub = kinds.add_parser("hf2uer", help="HF directory -> UER-py state dict (model.bin)")
+    sub.add_argument("--model", required=True, help="HF / zhplm model directory")
+    sub.add_argument("--out", required=True, help="output model.bin")
+    sub.add_argument("--type", default="mlm", choices=["mlm", "bert"])
     return parser
 
 

@@ -28,6 +28,9 @@ from zhplm.errors import CheckpointError, ConfigError
 
 CONFIG_NAME = "config.json"
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "tanh")
+# `hf`: torch's LayerNorm, (x - mean) / sqrt(var + eps), as BERT and transformers;
+# `uer`: UER-py's, gamma * (x - mean) / (std_unbiased + eps) + beta (zhplm only).
+LAYER_NORM_TYPES = ("hf", "uer")
 
 
 @dataclass
@@ -52,6 +55,10 @@ class ModelConfig:
     pad_token_id: int = 0
     initializer_range: float = 0.02
     model_type: str = "bert"
+    # zhplm-only: "uer" reproduces UER-py's LayerNorm exactly (models converted with
+    # `zhplm convert uer2hf`); written to config.json only when not "hf", and transformers
+    # ignores it (it always runs "hf").
+    layer_norm_type: str = "hf"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,6 +100,12 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= float(value) < 1.0:
                 raise ConfigError(f"config field {name!r} must be in [0, 1), got {value!r}")
+        if self.layer_norm_type not in LAYER_NORM_TYPES:
+            raise ConfigError(
+                f"config field 'layer_norm_type' must be one of {', '.join(LAYER_NORM_TYPES)}, "
+                f"got {self.layer_norm_type!r} (\"hf\" is the default; \"uer\" reproduces "
+                f"UER-py's LayerNorm)"
+            )
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(
                 f"pad_token_id={self.pad_token_id} is outside the vocabulary "
@@ -106,6 +119,8 @@ class ModelConfig:
         for f in dataclasses.fields(self):
             if f.name != "extra":
                 out[f.name] = getattr(self, f.name)
+        if out.get("layer_norm_type") == "hf":  # the default: plain configs stay HF's
+            del out["layer_norm_type"]
         return dict(sorted(out.items()))
 
     @classmethod

@@ -48,6 +48,7 @@ from zhplm.modeling.heads import (
     classifier_dropout,
     labels_of,
 )
+from zhplm.modeling.layer_norm import make_layer_norm
 from zhplm.modeling.pretrained import PreTrainedModel
 
 DISCRIMINATOR_DIR = "discriminator"
@@ -115,7 +116,7 @@ class ElectraGeneratorPredictions(nn.Module):
     def __init__(self, config: ElectraConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.embedding_size)
-        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.LayerNorm = make_layer_norm(config.embedding_size, config)
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.LayerNorm(F.gelu(self.dense(hidden)))
