@@ -4,6 +4,7 @@ own pretrain.py; see make_uer_fixture.py). UER-py itself is not needed here."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,13 @@ def test_layer_norm_type_is_saved_only_when_not_default(tmp_path: Path) -> None:
     assert ModelConfig.from_pretrained(tmp_path).layer_norm_type == "uer"
     with pytest.raises(ConfigError, match="layer_norm_type"):
         config.replace(layer_norm_type="rms")
+
+
+def test_out_holding_the_input_is_refused(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    shutil.copytree(FIXTURES / "mlm", work)
+    shutil.copy(FIXTURES / "vocab.txt", work / "vocab.txt")
+    (work / "notes.txt").write_text("keep", encoding="utf-8")
+    with pytest.raises(ConfigError, match="holds the input"):
+        uer_to_hf(work / "model.bin", work / "vocab.txt", work, layers=2, heads=HEADS)
+    assert (work / "model.bin").is_file() and (work / "notes.txt").is_file()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -132,8 +131,12 @@ def test_missing_files_and_prefix_forms(tmp_path: Path) -> None:
     assert TFCheckpoint(f"{prefix}.data-00000-of-00001").names() == names
     assert TFCheckpoint(tmp_path).names() == names  # a directory with one .index
     Path(f"{prefix}.data-00000-of-00001").unlink()
+    listing = TFCheckpoint(prefix)  # the index alone lists the variables, as TF's
+    assert listing.names() == names
     with pytest.raises(CheckpointError, match="data shard"):
-        TFCheckpoint(prefix)
+        listing.check_shards()
+    with pytest.raises(CheckpointError, match="data shard .* is missing"):
+        listing.read(names[0])
 
 
 def test_snappy_blocks_decompress() -> None:
@@ -142,7 +145,6 @@ def test_snappy_blocks_decompress() -> None:
     assert snappy_decompress(block) == b"abcdabcdabcd"
     with pytest.raises(ValueError, match="header says"):
         snappy_decompress(bytes([20, (4 - 1) << 2]) + b"abcd")
-    assert struct.calcsize("<I") == 4
 
 
 def test_cli_tf_list_prints_every_variable() -> None:
@@ -152,3 +154,75 @@ def test_cli_tf_list_prints_every_variable() -> None:
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(TFCheckpoint(PREFIXES["dtypes"]).names())
     assert any("\tbfloat16\t" in line for line in lines)
+
+
+def _table(entries: list[tuple[bytes, bytes]]) -> bytes:
+    """A one-block index table of sorted (key, value) entries (no prefix sharing)."""
+    from zhplm.convert.crc32c import crc32c as crc
+    from zhplm.convert.crc32c import mask as masked
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    def block(items: list[tuple[bytes, bytes]]) -> bytes:
+        body = b"".join(varint(0) + varint(len(k)) + varint(len(v)) + k + v for k, v in items)
+        body += (0).to_bytes(4, "little") + (1).to_bytes(4, "little")
+        return body + b"\x00" + masked(crc(body + b"\x00")).to_bytes(4, "little")
+
+    data = block(entries)
+    index = block([(b"\xff", varint(0) + varint(len(data) - 5))])
+    meta = block([])
+    handles = varint(len(data) + len(index)) + varint(len(meta) - 5)
+    handles += varint(len(data)) + varint(len(index) - 5)
+    footer = handles.ljust(40, b"\x00") + (0xDB4775248B80FB57).to_bytes(8, "little")
+    return data + index + meta + footer
+
+
+def _entry_proto(dtype: int, dims: list[int], shard: int, offset: int, size: int) -> bytes:
+    def varint(n: int) -> bytes:
+        n &= (1 << 64) - 1
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    dim_msgs = b"".join(b"\x12" + varint(len(b"\x08" + varint(d))) + b"\x08" + varint(d)
+                        for d in dims)
+    shape = b"\x12" + varint(len(dim_msgs)) + dim_msgs
+    return (b"\x08" + varint(dtype) + shape + b"\x18" + varint(shard) + b"\x20" +
+            varint(offset) + b"\x28" + varint(size))
+
+
+@pytest.mark.parametrize(("header", "entry", "message"), [
+    (b"\x08\x01", _entry_proto(1, [2, 2], 3, 0, 16), "in data shard 3"),
+    (b"\x08\x00", _entry_proto(1, [2, 2], 0, 0, 16), "0 data shards"),
+    (b"\x08\x01", _entry_proto(1, [-1, -2], 0, 0, 8), "negative dimension"),
+])
+def test_crafted_indexes_are_clear_errors(tmp_path: Path, header: bytes, entry: bytes,
+                                          message: str) -> None:
+    prefix = tmp_path / "m.ckpt"
+    Path(f"{prefix}.index").write_bytes(_table([(b"", header), (b"w", entry)]))
+    Path(f"{prefix}.data-00000-of-00001").write_bytes(bytes(16))
+    with pytest.raises(CheckpointError, match=message):
+        TFCheckpoint(prefix)
+
+
+def test_a_size_beyond_the_data_file_and_partitioned_keys(tmp_path: Path) -> None:
+    prefix = tmp_path / "m.ckpt"
+    huge = _entry_proto(1, [1 << 40], 0, 0, 4 << 40)
+    slice_key = b"\x00w\x00\x01\x81\x82"  # OrderedCode bytes of a partitioned slice
+    Path(f"{prefix}.index").write_bytes(
+        _table([(b"", b"\x08\x01"), (slice_key, _entry_proto(1, [2], 0, 0, 8)),
+                (b"w", huge)]))
+    Path(f"{prefix}.data-00000-of-00001").write_bytes(bytes(16))
+    checkpoint = TFCheckpoint(prefix)
+    assert checkpoint.names() == ["w"]  # the slice key is skipped
+    with pytest.raises(CheckpointError, match="cut short"):
+        checkpoint.read("w")

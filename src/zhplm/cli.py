@@ -448,12 +448,27 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from zhplm.convert.uer import uer_to_hf
 
         report = uer_to_hf(args.input, args.vocab, args.out, layers=args.layers,
-                           kind=args.type, heads=args.heads)
+                           kind=args.type, heads=args.heads, layer_norm_type=args.layer_norm)
     else:
         from zhplm.convert.uer import hf_to_uer
 
         report = hf_to_uer(args.model, args.out, kind=args.type)
     print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """`zhplm reproduce`: the seeds' tables in miniature on this machine."""
+    from zhplm.reproduce import reproduce
+    from zhplm.tasks.grid import parse_grid
+
+    reproduce(args.out, budget_minutes=args.budget_minutes, seeds=args.seeds,
+              tables=[t.strip() for t in args.tables.split(",") if t.strip()],
+              tasks=args.tasks, corpus=args.corpus, resume=args.resume,
+              pretrain_tokens=args.pretrain_tokens, full_examples=args.full_examples,
+              low_examples=args.low_examples,
+              grid=parse_grid(args.grid) if args.grid else None, dry_run=args.dry_run,
+              seq_length=args.seq_length, batch_size=args.batch_size)
     return 0
 
 
@@ -675,6 +690,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --quantize int8: judge int8 against fp32 on these texts (one "
                           "per line; default: held-out built-in corpus text)")
 
+    sub = verb("reproduce", cmd_reproduce, "miniature versions of the seeds' tables (model "
+               "size scaling; objectives at equal compute) on this machine, resumable")
+    sub.add_argument("--out", default="runs/reproduce", help="run directory (default "
+                     "runs/reproduce)")
+    sub.add_argument("--budget-minutes", type=float, default=60.0,
+                     help="the whole run's time on this machine (default 60)")
+    sub.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per cell")
+    sub.add_argument("--tables", default="scaling,objectives",
+                     help="scaling, objectives, or both (default)")
+    sub.add_argument("--tasks", nargs="+", metavar="DIR",
+                     help="builtin (default: reviews-sentiment, pd-ner, pd-pos) or task "
+                          "directories in UER-py's layout (train.tsv / dev.tsv / test.tsv, "
+                          "or CMRC-style train.json / dev.json)")
+    sub.add_argument("--corpus", nargs="+", metavar="FILE",
+                     help="pre-training text files (default: the built-in corpus)")
+    sub.add_argument("--resume", action="store_true",
+                     help="finish the run in --out (its plan.json), reusing what is done")
+    sub.add_argument("--pretrain-tokens", type=int,
+                     help="the scaling rows' pre-training tokens (default: fitted to the "
+                          "budget)")
+    sub.add_argument("--full-examples", type=int, default=4000,
+                     help="largest training subset of the 'full' columns (cut to fit)")
+    sub.add_argument("--low-examples", type=int, default=200,
+                     help="training examples of the low-resource columns (default 200)")
+    sub.add_argument("--grid", nargs="+", metavar="KEY=V1,V2",
+                     help="fine-tuning grid (default lr=5e-4), e.g. lr=3e-4,1e-3 epochs=3,5")
+    sub.add_argument("--seq-length", type=int, default=128,
+                     help="pre-training sequence length (default 128)")
+    sub.add_argument("--batch-size", type=int, default=32,
+                     help="pre-training batch size (default 32)")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+
     sub = verb("convert", cmd_convert, "convert released checkpoints (TF 1.x, UER-py) to "
                "Hugging Face directories and back, without TensorFlow")
     kinds = sub.add_subparsers(dest="conversion", metavar="CONVERSION", required=True)
@@ -703,6 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="attention heads (default: hidden size / 64, as UER's miniatures)")
     sub.add_argument("--type", default="mlm", choices=["mlm", "bert"],
                      help="UER target: mlm, or bert (mlm + sentence prediction)")
+    sub.add_argument("--layer-norm", default="hf", choices=["hf", "uer"],
+                     help="uer: config.json asks zhplm for UER-py's LayerNorm, reproducing "
+                          "UER-py exactly (transformers ignores it); default hf")
     sub = kinds.add_parser("hf2uer", help="HF directory -> UER-py state dict (model.bin)")
     sub.add_argument("--model", required=True, help="HF / zhplm model directory")
     sub.add_argument("--out", required=True, help="output model.bin")

@@ -279,21 +279,39 @@ class TFCheckpoint:
                     self.num_shards = int(header.get(1, [1])[0])  # type: ignore[arg-type]
                     self.big_endian = int(header.get(2, [0])[0]) == 1  # type: ignore[arg-type]
                     continue
+                if key.startswith(b"\x00"):  # a partitioned variable's slice (OrderedCode)
+                    continue
                 name = key.decode("utf-8")
-                self.entries[name] = _entry(name, value)
-        except (ValueError, struct.error, UnicodeDecodeError, KeyError) as exc:
+                entry = _entry(name, value)
+                if any(d < 0 for d in entry.shape):
+                    raise ValueError(f"{name} has a negative dimension {list(entry.shape)}")
+                self.entries[name] = entry
+        except (ValueError, struct.error, UnicodeDecodeError, KeyError, TypeError,
+                IndexError) as exc:
             raise CheckpointError(f"{self.index_path}: not a readable checkpoint index "
                                   f"({exc}); the file is damaged or cut short: copy it "
                                   f"again") from None
-        missing = [p for p in self.shard_paths() if not p.is_file()]
-        if missing:
-            raise CheckpointError(f"{self.prefix}: data shard(s) missing: "
-                                  f"{', '.join(str(p) for p in missing)}")
+        if self.num_shards < 1:
+            raise CheckpointError(f"{self.index_path}: the header says {self.num_shards} "
+                                  f"data shards; the file is damaged")
+        bad = [e.name for e in self.entries.values() if e.shard_id >= self.num_shards]
+        if bad:
+            raise CheckpointError(f"{self.index_path}: {bad[0]} is in data shard "
+                                  f"{self.entries[bad[0]].shard_id}, but the header says "
+                                  f"{self.num_shards} shards; the file is damaged")
 
-    def shard_paths(self) -> list[Path]:
-        """`PREFIX.data-NNNNN-of-MMMMM` for every shard."""
-        return [Path(f"{self.prefix}.data-{i:05d}-of-{self.num_shards:05d}")
-                for i in range(self.num_shards)]
+    def check_shards(self) -> None:
+        """A clear error naming the data shards the entries need that are missing."""
+        used = sorted({e.shard_id for e in self.entries.values()})
+        missing = [self.shard_path(i) for i in used if not self.shard_path(i).is_file()]
+        if missing:
+            listed = ", ".join(str(p) for p in missing[:3])
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise CheckpointError(f"{self.prefix}: data shard(s) missing: {listed}{more}")
+
+    def shard_path(self, shard: int) -> Path:
+        """`PREFIX.data-NNNNN-of-MMMMM` of one shard."""
+        return Path(f"{self.prefix}.data-{shard:05d}-of-{self.num_shards:05d}")
 
     def names(self) -> list[str]:
         """Variable names, sorted (as `tf.train.list_variables` gives them)."""
@@ -315,10 +333,16 @@ class TFCheckpoint:
         if entry.dtype_code not in DTYPES:
             raise CheckpointError(f"{self.prefix}: {name} is a {entry.dtype} tensor, not a "
                                   f"weight this reader handles")
-        path = self.shard_paths()[entry.shard_id]
-        with path.open("rb") as f:
-            f.seek(entry.offset)
-            raw = f.read(entry.size)
+        path = self.shard_path(entry.shard_id)
+        if not path.is_file():
+            raise CheckpointError(f"{self.prefix}: data shard {path} (holding {name}) is "
+                                  f"missing")
+        if entry.offset + entry.size > path.stat().st_size:
+            raw = b""
+        else:
+            with path.open("rb") as f:
+                f.seek(entry.offset)
+                raw = f.read(entry.size)
         if len(raw) != entry.size:
             raise CheckpointError(f"{path}: {name} needs bytes {entry.offset}..."
                                   f"{entry.offset + entry.size}, the file has fewer; it is cut "

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from zhplm.config import ElectraConfig, ModelConfig, save_dir_atomically
+from zhplm.convert.output import check_output_dir
 from zhplm.convert.tf_checkpoint import TFCheckpoint, resolve_prefix
 from zhplm.errors import CheckpointError, ConfigError
 
@@ -205,12 +206,9 @@ def convert_tf(checkpoint: str | os.PathLike[str], config: str | os.PathLike[str
     if model not in MODELS:
         raise ConfigError(f"--model {model!r}: choose one of {', '.join(MODELS)}")
     prefix = resolve_prefix(checkpoint)
-    out, config_path = Path(out), Path(config)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and \
-            not (out / "config.json").is_file():
-        raise ConfigError(f"--out {out} exists and is not a model directory; pick a new "
-                          f"directory (it is replaced as a whole)")
+    config_path = Path(config)
     vocab_path = Path(vocab) if vocab is not None else prefix.parent / "vocab.txt"
+    out = check_output_dir(out, [f"{prefix}.index", config_path, vocab_path])
     if not vocab_path.is_file():
         raise ConfigError(f"{vocab_path} does not exist; pass --vocab VOCAB_TXT (the vocab "
                           f"released with the checkpoint)")
@@ -225,6 +223,7 @@ def convert_tf(checkpoint: str | os.PathLike[str], config: str | os.PathLike[str
                           f"says vocab_size {model_config.vocab_size}; use the vocab released "
                           f"with the checkpoint")
     ckpt = TFCheckpoint(prefix)
+    ckpt.check_shards()
     used: set[str] = set()
     extra_files: Callable[[Path], None] | None = None
     layers = model_config.num_hidden_layers

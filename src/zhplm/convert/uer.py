@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from zhplm.config import ModelConfig, save_dir_atomically
+from zhplm.convert.output import check_output_dir
 from zhplm.errors import CheckpointError, ConfigError
 
 KINDS = ("mlm", "bert")
@@ -333,6 +334,7 @@ def uer_to_hf(
 
     _check_kind(kind)
     source = str(input)
+    final = check_output_dir(out, [input, vocab])
     state, renamed = read_uer_state(input)
     config = infer_config(state, layers, heads, source).replace(layer_norm_type=layer_norm_type)
     vocab_path = Path(vocab)
@@ -350,7 +352,6 @@ def uer_to_hf(
     hf_state, mapped, unmapped = uer_state_to_hf(state, layers, kind, source)
     model = (BertForPreTraining if kind == "bert" else BertForMaskedLM)(config)
     model.load_checkpoint_state(hf_state, source=source)
-    final = Path(out)
     save_dir_atomically(lambda tmp: model.save_pretrained(tmp, tokenizer=tokenizer), final)
     report: dict[str, Any] = {
         "input": source,
