@@ -260,6 +260,9 @@ def convert_tf(checkpoint: str | os.PathLike[str], config: str | os.PathLike[str
         extra_files, lert_used = _lert_heads(ckpt, model_config, config_path)
         used |= lert_used
         report["lert_heads"] = {t: n for t, n in LERT_TASK_SIZES.items()}
+        report["note"] = ("POS and DEP labels are in LERT's published order; LERT never "
+                          "published its 13 NER labels' order, so NER names follow zhplm's "
+                          "(lert_labels.json)")
     elif any(f"cls/predictions/output_{t}_layer/kernel" in ckpt for t in LERT_TASK_SIZES):
         report["hint"] = "this checkpoint has LERT's linguistic heads: --model lert keeps them"
 

@@ -38,6 +38,7 @@ BUILTIN_TASKS = ("reviews-sentiment", "pd-ner", "pd-pos")
 PRETRAIN_SHARE = 0.5  # of the budget left after data preparation
 MIN_STEPS = 10  # fewer pre-training steps than this: an error (nothing to compare)
 MAX_CORPUS_EPOCHS = 50  # more passes over the corpus than this: too small for the budget
+RUN_OVERHEAD_SECONDS = 3.0  # per fine-tuning run: loading the model and the task's data
 
 
 @dataclass
@@ -304,7 +305,8 @@ def build_plan(*, tables: list[str], seeds: int, budget_minutes: float, tasks: l
     def finetune_seconds() -> float:
         flops = sum(finetune_flops(r.size, task, cells, seeds)
                     for r in models.values() for task in tasks)
-        return flops / 1e9 * seconds_per_gflop
+        runs = len(models) * len(tasks) * cells * seeds
+        return flops / 1e9 * seconds_per_gflop + runs * RUN_OVERHEAD_SECONDS
 
     if fit_tasks:  # cut the "full" subsets to the fine-tuning share of the budget
         share = (budget - data_seconds) * (1.0 - PRETRAIN_SHARE)
