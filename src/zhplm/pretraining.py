@@ -47,19 +47,32 @@ from zhplm.training.trainer import TrainConfig, Trainer, summarize
 
 logger = logging.getLogger("zhplm")
 DEV_EPOCH = 2**31 - 1  # masking seed of the held-out instances: fixed, unlike training epochs
+MLM_BIAS_INITS = ("zero", "unigram")
 
 
 @dataclass
 class ModelSection:
     """The model to train: a size preset, or an existing model directory to start from
     (for ELECTRA: an `electra-*` preset, or a directory holding discriminator/ and
-    generator/)."""
+    generator/).
+
+    `mlm_bias` is the MLM output bias of a new (preset) BERT model: `zero` (BERT's and
+    Hugging Face's init) or `unigram`, the log-frequencies of the tokens in the training
+    documents. From `unigram` the model predicts the unigram distribution at step 0 and
+    spends its first steps on context instead of on token frequencies (a tiny model takes a
+    few hundred steps to get there from zero; issue 12)."""
 
     preset: str = "tiny"
     init_from: str | None = None
     max_position_embeddings: int = 512
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
+    mlm_bias: str = "zero"
+
+    def __post_init__(self) -> None:
+        if self.mlm_bias not in MLM_BIAS_INITS:
+            raise ConfigError(f"model.mlm_bias={self.mlm_bias!r}; use one of "
+                              f"{', '.join(MLM_BIAS_INITS)}")
 
 
 @dataclass
@@ -163,6 +176,21 @@ def _load_model(recipe: PretrainRecipe, tokenizer: Tokenizer, resume_from: Path 
     return model.train()
 
 
+def init_unigram_bias(model: BertForMaskedLM | BertForPreTraining, dataset: TokenDataset,
+                      documents: list[int]) -> None:
+    """Set the MLM output bias to the log unigram frequencies of `documents` (add-one
+    smoothed, centred): the untrained model then predicts the unigram distribution."""
+    vocab_size = model.config.vocab_size
+    counts = np.ones(vocab_size, dtype=np.float64)
+    for index in documents:
+        for sentence in dataset.document(index):
+            counts += np.bincount(sentence[0], minlength=vocab_size)[:vocab_size]
+    log_freq = np.log(counts / counts.sum())
+    with torch.no_grad():
+        bias = model.cls.predictions.bias
+        bias.copy_(torch.from_numpy(log_freq - log_freq.mean()).to(bias.dtype))
+
+
 def _vocab_source(recipe: PretrainRecipe) -> str:
     """data.vocab, else the init_from model's vocab (an ELECTRA pair's discriminator's)."""
     if recipe.data.vocab:
@@ -222,6 +250,10 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
     dataset = TokenDataset(recipe.data.dataset)
     dataset.check_vocab(_vocab_source(recipe), source=str(recipe.data.dataset))
     model = _load_model(recipe, tokenizer, checkpoint if resume else None)
+    train_docs, dev_docs = split_documents(dataset.num_documents, recipe.data.dev_fraction)
+    new_model = not (resume and checkpoint is not None) and not recipe.model.init_from
+    if recipe.model.mlm_bias == "unigram" and new_model and not recipe.is_electra:
+        init_unigram_bias(model, dataset, train_docs)
     module = PretrainingModule(model, build_objectives(recipe.objectives, recipe.electra,
                                                        recipe.lert, dataset.annotation))
     if bool(recipe.objectives.get("sentence_order")) != (recipe.data.kind == "sentence_order"):
@@ -242,7 +274,6 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
     collate = PretrainCollator(recipe.masking_config(), special, recipe.train.seed,
                                word_order_ratio=recipe.structbert.wso_ratio
                                if recipe.objectives.get("word_order") else 0.0)
-    train_docs, dev_docs = split_documents(dataset.num_documents, recipe.data.dev_fraction)
     instance_config = recipe.data.instance_config()
 
     def build_epoch(epoch: int) -> Instances:
