@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
+
 import torch
 
 from zhplm.config import electra_preset, preset
@@ -52,3 +55,23 @@ def tiny_task_models(vocab_size: int, pad_token_id: int) -> dict[str, PreTrained
         if task != "feature-extraction":
             spread_weights(heads.get(task, lambda m: m.classifier)(model), seed)
     return models
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, seconds: float,
+                       output: Callable[[], str]) -> None:
+    """Poll `url`/health until the server in `process` answers 200; fail with its `output()`
+    if it exits, or after `seconds`."""
+    import time
+
+    import httpx
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, output()
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.2)

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from model_helpers import tiny_task_models
+from model_helpers import tiny_task_models, wait_until_healthy
 
 from zhplm import pipeline
 from zhplm.serving import Settings, create_app, infer_task, load_models
@@ -394,16 +394,7 @@ def test_sigterm_answers_requests_in_flight(model_dirs):
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(url, process, 60, lambda: process.stderr.read().decode())
         texts = [("今天天气很好，" * 40) + "[MASK]" + str(i) for i in range(32)]
 
         async def main() -> tuple[list[int], int]:

@@ -156,18 +156,21 @@ def test_cli_tf_list_prints_every_variable() -> None:
     assert any("\tbfloat16\t" in line for line in lines)
 
 
+def varint(n: int) -> bytes:
+    """A protobuf / LevelDB varint (negative numbers as their 64-bit two's complement)."""
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def _table(entries: list[tuple[bytes, bytes]]) -> bytes:
     """A one-block index table of sorted (key, value) entries (no prefix sharing)."""
     from zhplm.convert.crc32c import crc32c as crc
     from zhplm.convert.crc32c import mask as masked
-
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
 
     def block(items: list[tuple[bytes, bytes]]) -> bytes:
         body = b"".join(varint(0) + varint(len(k)) + varint(len(v)) + k + v for k, v in items)
@@ -184,15 +187,6 @@ def _table(entries: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def _entry_proto(dtype: int, dims: list[int], shard: int, offset: int, size: int) -> bytes:
-    def varint(n: int) -> bytes:
-        n &= (1 << 64) - 1
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
     dim_msgs = b"".join(b"\x12" + varint(len(b"\x08" + varint(d))) + b"\x08" + varint(d)
                         for d in dims)
     shape = b"\x12" + varint(len(dim_msgs)) + dim_msgs

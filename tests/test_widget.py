@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from model_helpers import tiny_task_models
+from model_helpers import tiny_task_models, wait_until_healthy
 
 from zhplm.serving import Settings, create_app, load_models
 from zhplm.tokenization import Tokenizer
@@ -64,16 +64,7 @@ def server(tmp_path_factory, zh_vocab_dir):
                                env=ENV, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, (root / "server.log").read_text()
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(url, process, 120, (root / "server.log").read_text)
         yield url
     finally:
         process.terminate()
