@@ -56,3 +56,18 @@ def test_unigram_bias_predicts_the_corpus_frequencies(small_dataset, zh_vocab_di
     expected = np.log(counts + 1)
     assert np.allclose(bias - bias[seen].mean(), expected - expected[seen].mean(), atol=1e-4)
     assert torch.isfinite(model.cls.predictions.bias).all()
+
+
+def test_context_note_tells_a_plateau_from_a_model_that_uses_context(small_dataset,
+                                                                     zh_vocab_dir):
+    from zhplm.demo import context_note
+    from zhplm.pretraining import PretrainRecipe
+    from zhplm.recipe import load_recipe
+
+    recipe = load_recipe(PretrainRecipe, "configs/pretrain/demo.yaml",
+                         [f"data.dataset={small_dataset}", f"data.vocab={zh_vocab_dir}/vocab.txt"])
+    note = context_note(100.0, small_dataset, recipe)  # a loss above the floor: no context
+    floor = float(note.split("scores ~")[1].split(" ")[0])
+    assert 4.0 < floor < 8.0, note  # 0.9 x the unigram entropy of Chinese characters + 0.14
+    assert "almost nothing from context" in context_note(floor - 0.01, small_dataset, recipe)
+    assert "uses context" in context_note(floor - 1.0, small_dataset, recipe)

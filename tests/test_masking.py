@@ -23,6 +23,7 @@ from zhplm.data.masking import (
 from zhplm.data.segment import word_starts
 from zhplm.datasets import corpus_lines
 from zhplm.errors import ConfigError
+from zhplm.objectives.mlm_floor import context_free_mlm_loss, unigram_cross_entropy
 from zhplm.tokenization import Tokenizer
 
 PAD, CLS, SEP, MASK, FIRST_NORMAL = 0, 101, 102, 103, 104
@@ -378,3 +379,38 @@ def test_good_config_is_normalised() -> None:
     config = MaskingConfig(ngram_probs=[0.25] * 4, mask_replace=0.9, random_replace=0.1)
     assert config.ngram_probs == (0.25, 0.25, 0.25, 0.25)
     assert config.budget(0) == 0 and config.budget(3) == 1 and config.budget(1000) == 20
+
+
+# ------------------------------------------------------------------ the context-free floor
+def test_context_free_floor_matches_the_best_no_context_predictor_on_real_masking(
+    sequences: list[Instance], masked: dict[str, list[MaskedSequence]], vocab_size: int
+) -> None:
+    # zhplm.objectives.mlm_floor: the loss of a predictor that sees only the token at the
+    # predicted position (unigram where it sees [MASK]; "kept" with weight a where it sees a
+    # real token). Scored here on the masker's real output, with the unigram distribution of
+    # the same text: the empirical loss must equal the formula, and a = 1/2 must be the best
+    # weight (80/10/10 keeps and replaces equally often).
+    counts = np.zeros(vocab_size)
+    for ids, special, _ in sequences:
+        counts += np.bincount(ids[~special], minlength=vocab_size)
+    p = np.maximum(counts, 1e-12) / counts.sum()
+
+    def empirical(a: float) -> float:
+        losses = []
+        for m in masked["token"]:
+            shown, label = m.input_ids[m.positions], m.labels
+            visible = shown != MASK
+            q = p[label].copy()
+            q[visible] = a * (shown[visible] == label[visible]) + (1 - a) * p[label[visible]]
+            losses.append(-np.log(q))
+        return float(np.concatenate(losses).mean())
+
+    floor = context_free_mlm_loss(unigram_cross_entropy(counts), 0.8, 0.1)
+    assert abs(floor - (0.9 * unigram_cross_entropy(counts) + 0.2 * np.log(2))) < 1e-12
+    assert abs(empirical(0.5) - floor) < 0.05, (empirical(0.5), floor)
+    assert empirical(0.5) < min(empirical(0.3), empirical(0.7))
+    # all [MASK]: just the unigram entropy; keep-only: copying costs nothing
+    assert context_free_mlm_loss(4.0, 1.0, 0.0) == 4.0
+    assert context_free_mlm_loss(4.0, 0.8, 0.0) == pytest.approx(0.8 * 4.0)
+    with pytest.raises(ValueError, match="mask_replace"):
+        context_free_mlm_loss(4.0, 0.9, 0.2)

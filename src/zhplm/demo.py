@@ -36,11 +36,13 @@ from zhplm import datasets
 from zhplm.backends.base import EXPORT_FILE
 from zhplm.config import preset
 from zhplm.data.corpus import preprocess
+from zhplm.data.shards import TokenDataset
 from zhplm.env import env_line
 from zhplm.export.onnx import export_onnx
 from zhplm.export.quality import format_quality
 from zhplm.finetuning import FinetuneConfig, run_finetune
 from zhplm.modeling import BertForMaskedLM
+from zhplm.objectives.mlm_floor import context_free_mlm_loss, token_counts, unigram_cross_entropy
 from zhplm.pipelines import pipeline
 from zhplm.pretraining import PretrainRecipe, run_pretraining
 from zhplm.recipe import load_recipe
@@ -119,6 +121,7 @@ def run(out_dir: Path, recipe_path: Path, vocab_size: int = 8000, steps: int | N
     print(f"  held-out MLM loss {metrics.get('eval_mlm_loss', float('nan')):.3f}, "
           f"accuracy {metrics.get('eval_mlm_acc', float('nan')):.3f} "
           f"({time.perf_counter() - start:.1f}s)")
+    print(context_note(metrics.get("eval_mlm_loss", float("nan")), dataset, recipe))
     print("  fill-mask with the pre-trained model:")
     show_fill_mask(run_dir / "model")
 
@@ -195,10 +198,10 @@ FINETUNE_SEEDS = (42, 43, 44)
 EXPORTED_SEED = FINETUNE_SEEDS[0]  # its sentiment model is exported in step 8
 FINETUNE_NOTE = (
     f"  Same data, epochs, lr ({FINETUNE_LR:g}), batch ({FINETUNE_BATCH}) and seeds for both "
-    f"rows. The ELECTRA discriminator of\n  step 6 is not compared: after its short run it "
-    f"fine-tunes below random init (sentiment 54.6 vs\n  74.3, NER F1 0.1 vs 23.8, one seed, "
-    f"in issue 12), and its 6 more runs would take the demo past\n  10 minutes on a 2-core "
-    f"machine.")
+    f"rows. The ELECTRA discriminator of\n  step 6 is not compared: it learns to flag "
+    f"replaced tokens, yet fine-tunes at chance on\n  sentiment (55.2 at lr 3e-4 and 1e-3, "
+    f"where a random ELECTRA-tiny reaches 65.0 / 68.8; one seed,\n  AVX2-held torch, issue "
+    f"12), and its 6 more runs would cost another minute.")
 
 
 def finetune_dir(out_dir: Path, task: str, name: str, seed: int) -> Path:
@@ -326,6 +329,22 @@ def show_replaced_tokens(discriminator: Path) -> None:
     print("  (* = P(replaced) > 0.5. The second sentence has 吃 for 散: compare the two scores. "
           "A tiny discriminator after a minute\n   mostly knows which tokens are rare, little "
           "context yet; docs/benchmarks.md, issue 8.)")
+
+
+def context_note(loss: float, dataset: Path, recipe: PretrainRecipe) -> str:
+    """How far the held-out MLM loss is below what a model with no context would score
+    (`zhplm.objectives.mlm_floor`): the part of the loss that context has taught."""
+    data = TokenDataset(dataset)
+    counts = token_counts(data, range(len(data)), Tokenizer.from_pretrained(
+        Path(recipe.data.vocab)).vocab_size)
+    floor = context_free_mlm_loss(unigram_cross_entropy(counts), recipe.masking.mask_replace,
+                                  recipe.masking.random_replace)
+    gap = floor - loss
+    verdict = ("the model uses context" if gap > 0.25 else
+               "the model has learned token frequencies and copying, and almost nothing from "
+               "context yet (the plateau of early MLM training; docs/reproduce.md)")
+    return (f"  a model with no context scores ~{floor:.3f} (unigram + copying); "
+            f"{gap:+.3f} nats below it:\n  {verdict}")
 
 
 def show_fill_mask(model_dir: Path) -> None:

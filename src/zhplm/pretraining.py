@@ -33,6 +33,7 @@ from zhplm.modeling.bert import BertForMaskedLM, BertForPreTraining
 from zhplm.modeling.electra import DISCRIMINATOR_DIR, ElectraPretrainingPair
 from zhplm.objectives.electra import ElectraSection
 from zhplm.objectives.lert import LertSection
+from zhplm.objectives.mlm_floor import token_counts
 from zhplm.objectives.pretraining import (
     SENTENCE_OBJECTIVES,
     PretrainingModule,
@@ -180,11 +181,7 @@ def init_unigram_bias(model: BertForMaskedLM | BertForPreTraining, dataset: Toke
                       documents: list[int]) -> None:
     """Set the MLM output bias to the log unigram frequencies of `documents` (add-one
     smoothed, centred): the untrained model then predicts the unigram distribution."""
-    vocab_size = model.config.vocab_size
-    counts = np.ones(vocab_size, dtype=np.float64)
-    for index in documents:
-        for sentence in dataset.document(index):
-            counts += np.bincount(sentence[0], minlength=vocab_size)[:vocab_size]
+    counts = 1.0 + token_counts(dataset, documents, model.config.vocab_size)
     log_freq = np.log(counts / counts.sum())
     with torch.no_grad():
         bias = model.cls.predictions.bias

@@ -52,7 +52,10 @@ def recipe_dict(row: Row, plan: Plan, out: Path, data: dict[str, Path]) -> dict[
         recipe["objectives"] = {"mlm": 1.0, "lert": 1.0}
         recipe["lert"] = {"tasks": ["pos", "ner", "dep"]}
     elif row.objective == "electra":
-        recipe["model"] = {"preset": f"electra-{row.size}"}
+        # no dropout, as configs/pretrain/electra-demo.yaml: with dropout 0.1 a tiny
+        # discriminator in fp32 collapses to "all original" within a few hundred steps
+        recipe["model"] = {"preset": f"electra-{row.size}", "hidden_dropout_prob": 0.0,
+                           "attention_probs_dropout_prob": 0.0}
         recipe["masking"] = {"strategy": "token"}
         recipe["objectives"] = {"electra": 1.0}
         recipe["electra"] = {"generator_hidden_fraction": 0.25, "gen_weight": 1.0,
@@ -148,6 +151,9 @@ def finetune(plan: Plan, key: str, row: Row, task: TaskSpec, out: Path) -> dict[
     base = FinetuneConfig(task=task.task, model=str(model_dir(row, out)), train=task.train,
                           dev=task.dev, test=task.test, epochs=task.epochs, batch_size=32,
                           lr=5e-4, max_train_examples=task.max_train_examples,
+                          # every row the same optimiser: ELECTRA's default layer-wise lr
+                          # decay (0.8) keeps a tiny random ELECTRA at chance on sentiment
+                          layer_decay=1.0,
                           max_eval_examples=plan.max_eval_examples, seed=0,
                           save_checkpoints=False, progress=False, write_test_outputs=False)
     target = out / "finetune" / key.replace("/", "_") / task_slug(task)
