@@ -416,3 +416,19 @@ def test_evaluate_bioes_files(tmp_path):
     pred.write_text("江 B-PER\n泽 I-PER\n民 E-PER\n在 O\n京 O\n\n", encoding="utf-8")
     scores = evaluate_files("ner", gold, pred, scheme="BIOES")
     assert (scores["precision"], scores["recall"]) == (1.0, 0.5)
+
+
+def test_builtin_label_set_is_every_split_so_a_subset_never_misses_a_dev_tag(tiny_dir):
+    # pd-pos with 1048 training sentences lacks 'B-Mg', which its dev split has: `zhplm
+    # reproduce` stopped there with "unknown label(s) 'B-Mg'". A built-in task's label set is
+    # now its whole inventory; a user's files still get the unknown-label error.
+    from zhplm.finetuning import choose_labels, load_examples
+    from zhplm.tasks.readers import collect_labels
+
+    config = FinetuneConfig(task="pd-pos", model=str(tiny_dir), max_train_examples=1048)
+    train = load_examples(config, "train")
+    labels, where = choose_labels(config, train, tiny_dir)
+    assert "B-Mg" not in collect_labels(train, "train")  # the subset really misses it
+    assert set(collect_labels(load_builtin("pd-pos", "dev"), "dev")) <= set(labels)
+    assert "B-Mg" in labels and where == "pd-pos (all splits)"
+    assert labels == sorted(labels)

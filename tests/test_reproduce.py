@@ -29,7 +29,7 @@ from zhplm.reproduce.plan import (
     directory_tasks,
     flops_per_token,
 )
-from zhplm.reproduce.report import build_tables, fmt
+from zhplm.reproduce.report import build_tables, fmt, goal_checks, to_markdown
 
 STEP = BATCH_SIZE * SEQ_LENGTH
 SMOKE_STEP = 8 * 32  # the smoke run's batch x sequence
@@ -109,6 +109,31 @@ def test_max_mean_and_average_on_hand_made_results() -> None:
     assert fmt(row["cells"][a]) == "90.00 (85.00)"
     missing = tables["objectives"]["rows"][1]
     assert missing["average"] is None and fmt(missing["cells"][a]) == "-"
+
+
+def test_goals_are_met_or_missed_with_their_numbers() -> None:
+    plan = _plan(tables=["scaling", "objectives"], tasks=builtin_tasks(400, 100)[:1])
+    (a,) = (t.name for t in plan.tasks)
+    dev = {"mlm-tiny": 0.70, "mlm-mini": 0.65, "mlm-small": 0.80, "wwm-tiny": 0.72,
+           "structbert-tiny": 0.60, "electra-tiny": 0.71, "lert-tiny": 0.69}
+
+    def grid(score: float) -> dict:
+        return {"best_cell": "lr=1", "scale": 100.0,
+                "cells": {"lr=1": {"dev": [score, score], "test": []}}}
+
+    finetuning = {f"pretrain/{k}": {a: grid(v)} for k, v in dev.items()}
+    finetuning["random-tiny"] = {a: grid(0.66)}
+    goals = goal_checks(build_tables(plan, finetuning))
+    text = "\n".join(goals)
+    assert "- met: MLM tiny (scaling) above random init: 70.00 vs 66.00" in text, text
+    assert "- MISSED: MLM mini (scaling) above random init: 65.00 vs 66.00" in text, text
+    assert "- MISSED: StructBERT (objectives) above random init: 60.00 vs 66.00" in text, text
+    assert "- MISSED: mini above tiny: 65.00 vs 70.00" in text
+    assert "- met: ELECTRA (discriminator) not below MLM (token): 71.00 vs 70.00" in text
+    assert "- MISSED: LERT (jieba labels) not below MLM (token): 69.00 vs 70.00" in text
+    # 3 scaling + 5 objective pre-trained rows against random, mini vs tiny, ELECTRA and LERT
+    assert len(goals) == 8 + 1 + 2
+    assert "## Goals" in to_markdown(plan, build_tables(plan, finetuning))
 
 
 # ------------------------------------------------------------------------- the smoke run

@@ -712,10 +712,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "budget)")
     sub.add_argument("--full-examples", type=int, default=4000,
                      help="largest training subset of the 'full' columns (cut to fit)")
-    sub.add_argument("--low-examples", type=int, default=200,
-                     help="training examples of the low-resource columns (default 200)")
+    sub.add_argument("--low-examples", type=int, default=500,
+                     help="training examples of the low-resource columns (default 500)")
     sub.add_argument("--grid", nargs="+", metavar="KEY=V1,V2",
-                     help="fine-tuning grid (default lr=5e-4), e.g. lr=3e-4,1e-3 epochs=3,5")
+                     help="fine-tuning grid (default lr=1e-3), e.g. lr=3e-4,1e-3 epochs=3,5")
     sub.add_argument("--seq-length", type=int, default=128,
                      help="pre-training sequence length (default 128)")
     sub.add_argument("--batch-size", type=int, default=32,

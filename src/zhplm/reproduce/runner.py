@@ -15,7 +15,7 @@ import torch
 
 from zhplm.config import atomic_write_text, preset
 from zhplm.errors import ConfigError
-from zhplm.reproduce.plan import Plan, Row, TaskSpec, model_keys
+from zhplm.reproduce.plan import FINETUNE_BATCH, FINETUNE_LR, Plan, Row, TaskSpec, model_keys
 
 logger = logging.getLogger("zhplm")
 
@@ -149,8 +149,9 @@ def finetune(plan: Plan, key: str, row: Row, task: TaskSpec, out: Path) -> dict[
     from zhplm.tasks.grid import run_grid
 
     base = FinetuneConfig(task=task.task, model=str(model_dir(row, out)), train=task.train,
-                          dev=task.dev, test=task.test, epochs=task.epochs, batch_size=32,
-                          lr=5e-4, max_train_examples=task.max_train_examples,
+                          dev=task.dev, test=task.test, epochs=task.epochs,
+                          batch_size=FINETUNE_BATCH, lr=FINETUNE_LR,
+                          max_train_examples=task.max_train_examples,
                           # every row the same optimiser: ELECTRA's default layer-wise lr
                           # decay (0.8) keeps a tiny random ELECTRA at chance on sentiment
                           layer_decay=1.0,
