@@ -29,7 +29,9 @@ def recipe_dict(row: Row, plan: Plan, out: Path, data: dict[str, Path]) -> dict[
     every = max(10, steps // 4)
     recipe: dict[str, Any] = {
         "output_dir": str(out / row.run),
-        "model": {"preset": row.size},
+        # the MLM output bias starts at the unigram log-frequencies (as the demo recipe):
+        # the first few hundred steps then go to context rather than to token frequencies
+        "model": {"preset": row.size, "mlm_bias": "unigram"},
         "data": {"dataset": str(data["dataset"]), "vocab": str(data["vocab"]),
                  "kind": "full_sentences", "seq_length": plan.seq_length, "dev_fraction": 0.02,
                  "eval_instances": 256},
