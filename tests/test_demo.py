@@ -60,14 +60,24 @@ def test_unigram_bias_predicts_the_corpus_frequencies(small_dataset, zh_vocab_di
 
 def test_context_note_tells_a_plateau_from_a_model_that_uses_context(small_dataset,
                                                                      zh_vocab_dir):
-    from zhplm.demo import context_note
+    from zhplm.data.instances import SpecialIds
+    from zhplm.data.shards import TokenDataset, token_counts
+    from zhplm.demo import CONTEXT_GAP, context_note
+    from zhplm.objectives.mlm_floor import context_free_mlm_loss
     from zhplm.pretraining import PretrainRecipe
     from zhplm.recipe import load_recipe
+    from zhplm.tokenization import Tokenizer
 
     recipe = load_recipe(PretrainRecipe, "configs/pretrain/demo.yaml",
                          [f"data.dataset={small_dataset}", f"data.vocab={zh_vocab_dir}/vocab.txt"])
-    note = context_note(100.0, small_dataset, recipe)  # a loss above the floor: no context
-    floor = float(note.split("scores ~")[1].split(" ")[0])
-    assert 4.0 < floor < 8.0, note  # 0.9 x the unigram entropy of Chinese characters + 0.14
+    data = TokenDataset(small_dataset)
+    tokenizer = Tokenizer.from_pretrained(zh_vocab_dir)
+    floor = context_free_mlm_loss(token_counts(data, range(len(data)), tokenizer.vocab_size),
+                                  0.8, 0.1, SpecialIds.from_tokenizer(tokenizer).first_normal)
+    assert f"scores ~{floor:.3f}" in context_note(floor, small_dataset, recipe)
+    assert "not yet as good as one that uses no context" in context_note(
+        floor + 0.1, small_dataset, recipe)
+    assert "0.100 nats above" in context_note(floor + 0.1, small_dataset, recipe)
     assert "almost nothing from context" in context_note(floor - 0.01, small_dataset, recipe)
-    assert "uses context" in context_note(floor - 1.0, small_dataset, recipe)
+    assert "uses context" in context_note(floor - CONTEXT_GAP, small_dataset, recipe)
+    assert "no held-out MLM loss" in context_note(float("nan"), small_dataset, recipe)

@@ -23,7 +23,7 @@ from zhplm.data.masking import (
 from zhplm.data.segment import word_starts
 from zhplm.datasets import corpus_lines
 from zhplm.errors import ConfigError
-from zhplm.objectives.mlm_floor import context_free_mlm_loss, unigram_cross_entropy
+from zhplm.objectives.mlm_floor import context_free_mlm_loss, unigram_entropy
 from zhplm.tokenization import Tokenizer
 
 PAD, CLS, SEP, MASK, FIRST_NORMAL = 0, 101, 102, 103, 104
@@ -382,35 +382,63 @@ def test_good_config_is_normalised() -> None:
 
 
 # ------------------------------------------------------------------ the context-free floor
-def test_context_free_floor_matches_the_best_no_context_predictor_on_real_masking(
-    sequences: list[Instance], masked: dict[str, list[MaskedSequence]], vocab_size: int
+@pytest.mark.parametrize("split", [(0.8, 0.1), (0.6, 0.3)])
+def test_context_free_floor_is_the_best_no_context_loss_on_real_masking(
+    split: tuple[float, float], sequences: list[Instance], vocab_size: int
 ) -> None:
-    # zhplm.objectives.mlm_floor: the loss of a predictor that sees only the token at the
-    # predicted position (unigram where it sees [MASK]; "kept" with weight a where it sees a
-    # real token). Scored here on the masker's real output, with the unigram distribution of
-    # the same text: the empirical loss must equal the formula, and a = 1/2 must be the best
-    # weight (80/10/10 keeps and replaces equally often).
+    # zhplm.objectives.mlm_floor: the loss of the best predictor that sees only the token at
+    # the predicted position. Here that predictor is built by Bayes from the unigram counts
+    # and the masker's documented corruption, then scored on the real masker's output: its
+    # loss must equal the formula, and no simpler rule (one global "copy" weight) may beat it.
+    mask_replace, random_replace = split
+    keep = 1 - mask_replace - random_replace
+    out = run(sequences, "token", vocab_size, mask_replace=mask_replace,
+              random_replace=random_replace)
     counts = np.zeros(vocab_size)
     for ids, special, _ in sequences:
         counts += np.bincount(ids[~special], minlength=vocab_size)
-    p = np.maximum(counts, 1e-12) / counts.sum()
+    p = counts / counts.sum()
+    u = np.zeros(vocab_size)
+    u[FIRST_NORMAL:] = 1 / (vocab_size - FIRST_NORMAL)
 
-    def empirical(a: float) -> float:
-        losses = []
-        for m in masked["token"]:
-            shown, label = m.input_ids[m.positions], m.labels
-            visible = shown != MASK
-            q = p[label].copy()
-            q[visible] = a * (shown[visible] == label[visible]) + (1 - a) * p[label[visible]]
-            losses.append(-np.log(q))
+    def scored(probability) -> float:  # mean -log q(label | shown token)
+        losses = [-np.log(probability(m.input_ids[m.positions], m.labels)) for m in out]
         return float(np.concatenate(losses).mean())
 
-    floor = context_free_mlm_loss(unigram_cross_entropy(counts), 0.8, 0.1)
-    assert abs(floor - (0.9 * unigram_cross_entropy(counts) + 0.2 * np.log(2))) < 1e-12
-    assert abs(empirical(0.5) - floor) < 0.05, (empirical(0.5), floor)
-    assert empirical(0.5) < min(empirical(0.3), empirical(0.7))
-    # all [MASK]: just the unigram entropy; keep-only: copying costs nothing
-    assert context_free_mlm_loss(4.0, 1.0, 0.0) == 4.0
-    assert context_free_mlm_loss(4.0, 0.8, 0.0) == pytest.approx(0.8 * 4.0)
-    with pytest.raises(ValueError, match="mask_replace"):
-        context_free_mlm_loss(4.0, 0.9, 0.2)
+    def bayes(shown: np.ndarray, label: np.ndarray) -> np.ndarray:
+        q = p[label].copy()
+        v = shown != MASK
+        x, t = shown[v], label[v]
+        seen = keep * p[x] + random_replace * u[x]
+        q[v] = (keep * (x == t) + random_replace * u[x]) * p[t] / seen
+        q[v] = np.where(x == t, (keep * p[x] + random_replace * u[x] * p[x]) / seen, q[v])
+        return q
+
+    def one_weight(a: float):
+        def q(shown: np.ndarray, label: np.ndarray) -> np.ndarray:
+            v = shown != MASK
+            out_q = p[label].copy()
+            out_q[v] = a * (shown[v] == label[v]) + (1 - a) * p[label[v]]
+            return out_q
+        return q
+
+    floor = context_free_mlm_loss(counts, mask_replace, random_replace, FIRST_NORMAL)
+    assert abs(scored(bayes) - floor) < 0.03, (scored(bayes), floor)
+    a = keep / (keep + random_replace)
+    assert scored(bayes) < min(scored(one_weight(w)) for w in (a, a - 0.2, a + 0.2))
+    # between mask x H (visible tokens for free) and H (ignoring the visible token)
+    entropy = unigram_entropy(counts)
+    assert mask_replace * entropy < floor < entropy
+
+
+def test_context_free_floor_edge_cases() -> None:
+    counts = np.array([0.0, 1.0, 1.0, 2.0, 4.0])
+    entropy = unigram_entropy(counts)
+    assert entropy == pytest.approx(-sum(c / 8 * np.log(c / 8) for c in counts if c))
+    assert context_free_mlm_loss(counts, 1.0, 0.0) == pytest.approx(entropy)  # all [MASK]
+    assert context_free_mlm_loss(counts, 0.8, 0.0) == pytest.approx(0.8 * entropy)  # kept: free
+    assert context_free_mlm_loss(counts, 0.8, 0.2, 1) == pytest.approx(entropy)  # no keeps
+    assert context_free_mlm_loss(counts, 0.7, 0.3 + 1e-7) > 0  # the masker's tolerance
+    for bad in ((0.9, 0.2), (-0.1, 0.1)):
+        with pytest.raises(ValueError, match="mask_replace"):
+            context_free_mlm_loss(counts, *bad)

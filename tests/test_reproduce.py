@@ -126,14 +126,20 @@ def test_goals_are_met_or_missed_with_their_numbers() -> None:
     goals = goal_checks(build_tables(plan, finetuning))
     text = "\n".join(goals)
     assert "- met: MLM tiny (scaling) above random init: 70.00 vs 66.00" in text, text
+    assert "MLM (token) (objectives) above" not in text  # the same run as MLM tiny
     assert "- MISSED: MLM mini (scaling) above random init: 65.00 vs 66.00" in text, text
     assert "- MISSED: StructBERT (objectives) above random init: 60.00 vs 66.00" in text, text
     assert "- MISSED: mini above tiny: 65.00 vs 70.00" in text
     assert "- met: ELECTRA (discriminator) not below MLM (token): 71.00 vs 70.00" in text
     assert "- MISSED: LERT (jieba labels) not below MLM (token): 69.00 vs 70.00" in text
-    # 3 scaling + 5 objective pre-trained rows against random, mini vs tiny, ELECTRA and LERT
-    assert len(goals) == 8 + 1 + 2
+    # 3 scaling + 4 more objective rows against random, mini vs tiny, ELECTRA and LERT vs MLM
+    assert len(goals) == 7 + 1 + 2
     assert "## Goals" in to_markdown(plan, build_tables(plan, finetuning))
+    # a scaling-only run has its random row in the scaling table: still checked
+    scaling = _plan(tables=["scaling"], tasks=builtin_tasks(400, 100)[:1])
+    only = goal_checks(build_tables(scaling, finetuning))
+    assert "- MISSED: MLM mini (scaling) above random init: 65.00 vs 66.00" in only, only
+    assert len(only) == 3 + 1
 
 
 # ------------------------------------------------------------------------- the smoke run

@@ -27,13 +27,12 @@ from zhplm.config import (
 from zhplm.data.collate import InstanceStream, PretrainCollator
 from zhplm.data.instances import InstanceConfig, Instances, SpecialIds, build_instances
 from zhplm.data.masking import MaskingConfig
-from zhplm.data.shards import TokenDataset
+from zhplm.data.shards import TokenDataset, token_counts
 from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.bert import BertForMaskedLM, BertForPreTraining
 from zhplm.modeling.electra import DISCRIMINATOR_DIR, ElectraPretrainingPair
 from zhplm.objectives.electra import ElectraSection
 from zhplm.objectives.lert import LertSection
-from zhplm.objectives.mlm_floor import token_counts
 from zhplm.objectives.pretraining import (
     SENTENCE_OBJECTIVES,
     PretrainingModule,

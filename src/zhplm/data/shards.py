@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -402,3 +402,14 @@ class TokenDataset:
                 f"dataset {name} was built with vocab {self.vocab_hash} but the model uses "
                 f"{expected}; re-run zhplm preprocess --vocab {target}"
             )
+
+
+def token_counts(dataset: TokenDataset, documents: Iterable[int], vocab_size: int
+                 ) -> np.ndarray:
+    """How often each token id occurs in `documents` of `dataset` (float64, length
+    `vocab_size`)."""
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    for index in documents:
+        for sentence in dataset.document(index):
+            counts += np.bincount(sentence[0], minlength=vocab_size)[:vocab_size]
+    return counts

