@@ -24,9 +24,11 @@ from zhplm.reproduce.plan import (
     BATCH_SIZE,
     SEQ_LENGTH,
     Plan,
+    TaskSpec,
     build_plan,
     builtin_tasks,
     directory_tasks,
+    finetune_tokens,
     flops_per_token,
 )
 from zhplm.reproduce.report import build_tables, fmt, goal_checks, to_markdown
@@ -64,6 +66,18 @@ def test_plan_rows_budgets_and_estimate() -> None:
     assert Plan.from_json(plan.to_json()) == plan
 
 
+def test_finetuning_cost_model_covers_every_task_kind() -> None:
+    """Every kind a task directory can be has a cost; a tagging example costs more than a
+    classification one (the full run's People's Daily columns took twice the reviews')."""
+    kinds = ["classification", "pair", "ner", "mrc", "reviews-sentiment", "pd-ner", "pd-pos"]
+    cost = {k: finetune_tokens(TaskSpec(k, k, "full", 100), cells=1, seeds=1) for k in kinds}
+    assert cost["pd-ner"] == cost["pd-pos"] == cost["ner"] > cost["reviews-sentiment"] > 0
+    assert cost["mrc"] > cost["pair"] >= cost["classification"]
+    longer = _plan(tasks=builtin_tasks(400, 100), fit_tasks=False, pretrain_tokens=100 * STEP)
+    shorter = _plan(tasks=builtin_tasks(200, 100), fit_tasks=False, pretrain_tokens=100 * STEP)
+    assert longer.estimate["finetune"] > shorter.estimate["finetune"]
+
+
 def test_bad_input_is_an_error_before_any_work(tmp_path: Path) -> None:
     fitted = _plan(budget_minutes=600.0, tasks=builtin_tasks(100, 50))
     just_enough = (fitted.estimate["data"] + fitted.estimate["finetune"] + 5) / 60
@@ -74,7 +88,7 @@ def test_bad_input_is_an_error_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fine-tuning alone needs"):
         _plan(budget_minutes=1.0)
     with pytest.raises(ConfigError, match="corpus .* too small for this budget"):
-        _plan(corpus_tokens=5_000)
+        _plan(corpus_tokens=500, budget_minutes=600.0)
     empty = tmp_path / "mytask"
     empty.mkdir()
     (empty / "dev.tsv").write_text("label\ttext_a\n1\t好\n", encoding="utf-8")
