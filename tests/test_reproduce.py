@@ -78,6 +78,20 @@ def test_finetuning_cost_model_covers_every_task_kind() -> None:
     assert longer.estimate["finetune"] > shorter.estimate["finetune"]
 
 
+
+def test_finetuning_estimate_matches_the_recorded_full_run() -> None:
+    """The fitted cost model against the run it was fitted to (docs/reproduce.md, 2026-12-03):
+    its plan's tasks at the seconds per GFLOP it measured took 4261 s of fine-tuning; the
+    earlier model (FLOPs + 5 s per run) said 1758 s."""
+    sizes = [1000, 500, 1048, 500, 4000, 500]
+    tasks = builtin_tasks(4000, 500)
+    for task, size in zip(tasks, sizes, strict=True):
+        task.max_train_examples = size
+    plan = _plan(tasks=tasks, fit_tasks=False, pretrain_tokens=6_144_237,
+                 seconds_per_gflop=0.0023794174204734564)
+    assert abs(plan.estimate["finetune"] / 4261.0 - 1.0) < 0.05
+
+
 def test_bad_input_is_an_error_before_any_work(tmp_path: Path) -> None:
     fitted = _plan(budget_minutes=600.0, tasks=builtin_tasks(100, 50))
     just_enough = (fitted.estimate["data"] + fitted.estimate["finetune"] + 5) / 60

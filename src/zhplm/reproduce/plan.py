@@ -46,8 +46,8 @@ MAX_CORPUS_EPOCHS = 50  # more passes over the corpus than this: too small for t
 # (batches of 16 short, padded examples) + FINETUNE_SECONDS_PER_TOKEN for the work that does
 # not grow with the model (tokenising, collating, the optimiser step's Python, scoring).
 # Fitted to the 144 runs of the full default run of docs/reproduce.md (4261 s; the earlier
-# FLOPs + 5 s per run model predicted 1758 s); total within 2 %, a column within
-# 0.7-1.7x.
+# FLOPs + 5 s per run model predicted 1758 s); fine-tuning's total within 2.4 %, a
+# column within 0.7-1.7x.
 FINETUNE_FLOPS_SCALE = 1.1
 FINETUNE_SECONDS_PER_TOKEN = 4.1e-5
 # Fine-tuning: the settings where `make demo`'s random tiny model learns sentiment from 500
