@@ -78,7 +78,6 @@ def test_finetuning_cost_model_covers_every_task_kind() -> None:
     assert longer.estimate["finetune"] > shorter.estimate["finetune"]
 
 
-
 def test_finetuning_estimate_matches_the_recorded_full_run() -> None:
     """The fitted cost model against the run it was fitted to (docs/reproduce.md, 2026-12-03):
     its plan's tasks at the seconds per GFLOP it measured took 4261 s of fine-tuning; the

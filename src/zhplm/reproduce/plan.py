@@ -25,6 +25,7 @@ from typing import Any
 
 from zhplm.config import electra_preset, preset
 from zhplm.errors import ConfigError
+from zhplm.tasks.builtin import BUILTIN_TASKS as BUILTIN_KINDS
 
 TABLES = ("scaling", "objectives")
 SCALING_SIZES = ("tiny", "mini", "small")
@@ -36,7 +37,6 @@ MASK_PROB = 0.15
 # built-in reviews, tagging on People's Daily, where an example costs twice as much; pair and
 # MRC are guesses from their lengths, not yet fitted)
 TOKENS_PER_EXAMPLE = {"classification": 48, "pair": 64, "ner": 96, "pos": 96, "mrc": 384}
-BUILTIN_KINDS = {"reviews-sentiment": "classification", "pd-ner": "ner", "pd-pos": "pos"}
 EVAL_EXAMPLES = 200  # dev examples scored after each fine-tuning epoch
 BUILTIN_TASKS = ("reviews-sentiment", "pd-ner", "pd-pos")
 PRETRAIN_SHARE = 0.5  # of the budget left after data preparation
