@@ -143,7 +143,11 @@ def test_text_classification_equals_transformers(head_dirs):
         ours = {r["label"]: r["score"] for r in ranked}
         for j, label in enumerate(SENTIMENT):
             assert ours[label] == pytest.approx(float(probs[j]), abs=1e-5)
-    assert classify(TEXTS[0], top_k=1) == [results[0][0]]
+    # Alone, the first text runs unpadded: the same label, a score equal up to fp32 rounding
+    # (the GEMM kernels may block a batch of 1 differently from a batch of 3).
+    (alone,) = classify(TEXTS[0], top_k=1)
+    assert alone["label"] == results[0][0]["label"]
+    assert alone["score"] == pytest.approx(results[0][0]["score"], abs=1e-6)
 
 
 def test_token_classification_equals_transformers(head_dirs):
