@@ -4,6 +4,7 @@ English uncased, BERT and ELECTRA. Plus backend choice and clear errors."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,10 @@ def test_backend_choice_and_errors(exported, tmp_path):
     with pytest.raises(CheckpointError, match=ONNX_FILE):
         pipeline("fill-mask", model=broken)
     (broken / ONNX_FILE).write_bytes((onnx_dir / ONNX_FILE).read_bytes())
+    (broken / "config.json").rename(broken / "config.json.bak")  # config alone missing
+    with pytest.raises(CheckpointError, match="config.json"):
+        pipeline("fill-mask", model=broken)
+    (broken / "config.json.bak").rename(broken / "config.json")
     for name in ("vocab.txt", "tokenizer.json"):
         (broken / name).unlink(missing_ok=True)
     with pytest.raises(ZhplmError, match="vocab|tokenizer"):
@@ -135,9 +140,36 @@ def test_backend_choice_and_errors(exported, tmp_path):
         pipeline("fill-mask", model=broken)
 
 
-def test_cli_verbs_accept_an_exported_directory(exported, capsys):
+def _printed_json(capsys, argv: list[str]):
     from zhplm.cli import main
 
-    _, onnx_dir = exported["text-classification"]
-    assert main(["classify", "--model", str(onnx_dir), "--json", ZH[0]]) == 0
-    assert "label" in capsys.readouterr().out
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_verbs_accept_an_exported_directory(exported, capsys):
+    """Every inference verb runs an export on ONNX Runtime and prints what the pipeline
+    on that export returns."""
+    question, context = "谁在北京？", ZH[2]
+    verbs = [  # (export, task, argv after --model DIR, the pipeline call)
+        ("fill-mask", "fill-mask", ["--top-k", "3", *MASKED],
+         lambda p: p(MASKED, top_k=3)),
+        ("text-classification", "text-classification", ZH[:2], lambda p: p(ZH[:2])),
+        ("token-classification", "token-classification", ZH, lambda p: p(ZH)),
+        ("question-answering", "question-answering", ["--context", context, question],
+         lambda p: p([{"question": question, "context": context}])),
+        ("replaced-token-detection", "rtd", ZH[:2], lambda p: p(ZH[:2])),
+        ("feature-extraction", "embed", ["a short sentence.", "another one here."],
+         lambda p: p(["a short sentence.", "another one here."], pooling="mean").tolist()),
+    ]
+    verb_of = {"text-classification": "classify", "token-classification": "ner",
+               "question-answering": "qa"}
+    for name, task, rest, call in verbs:
+        _, onnx_dir = exported[name]
+        verb = verb_of.get(task, task)
+        printed = _printed_json(capsys, [verb, "--model", str(onnx_dir), "--json", *rest])
+        task_name = "replaced-token-detection" if verb == "rtd" else (
+            "feature-extraction" if verb == "embed" else task)
+        expected = call(pipeline(task_name, model=onnx_dir))
+        assert json.loads(json.dumps(expected, ensure_ascii=False)) == printed, verb

@@ -36,12 +36,19 @@ TOL = 1e-6
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
+    """Debian's Chromium and Playwright; in CI (`.ci/run` sets CI) a missing one fails."""
+    reason = None
     if not Path(CHROMIUM).exists():
         reason = f"{CHROMIUM} is missing: apt-get install chromium"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI must install it, see .ci/run)")
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "playwright is missing: pip install -e '.[dev]'"
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must have it, see .ci/run)")
+    if reason:
         pytest.skip(reason)
-    pytest.importorskip("playwright.sync_api")
     return CHROMIUM
 
 
