@@ -13,14 +13,24 @@ from model_helpers import spread_weights, tiny_task_models
 
 from zhplm import pipeline
 from zhplm.backends import ONNX_FILE
+from zhplm.config import preset
 from zhplm.errors import CheckpointError, ConfigError, InputError, ZhplmError
 from zhplm.export.onnx import export_onnx
 from zhplm.modeling import BertForMaskedLM
+from zhplm.modeling.heads import (
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    with_labels,
+)
 from zhplm.tokenization import Tokenizer
 
 ZH = ["今天天气很好，我们去公园散步。", "这本书的内容非常丰富，值得一读。",
       "江泽民在北京会见了克林顿。"]
 MASKED = ["今天天气很[MASK]。", "北京是中国的[MASK]都，我[MASK]欢这里。"]
+EN_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+EN = ["Angela Merkel met Barack Obama in Berlin.", "The new movie is awesome!",
+      "I have lived in Paris and London for ten years."]
 EN_MASKED = ["The capital of France is [MASK].", "I [MASK] reading books on the train."]
 SCORE_TOL = 1e-4
 
@@ -38,6 +48,19 @@ def exported(tmp_path_factory, zh_vocab_dir, minilm_dir) -> dict[str, tuple[Path
               "question-answering": (tiny["question-answering"], tokenizer),
               "text-classification": (tiny["electra-text-classification"], tokenizer),
               "replaced-token-detection": (tiny["replaced-token-detection"], tokenizer)}
+    # English uncased heads: tiny models over MiniLM's uncased vocab and tokenizer
+    en_tok = Tokenizer.from_pretrained(minilm_dir)
+    en_config = preset("tiny", vocab_size=en_tok.vocab_size, pad_token_id=en_tok.pad_token_id)
+    for name, head, attr in (("en-text-classification", BertForSequenceClassification,
+                              "classifier"),
+                             ("en-token-classification", BertForTokenClassification,
+                              "classifier"),
+                             ("en-question-answering", BertForQuestionAnswering,
+                              "qa_outputs")):
+        labels = ["negative", "positive"] if "text" in name else EN_TAGS
+        model = head(with_labels(en_config, labels) if attr == "classifier" else en_config)
+        spread_weights(getattr(model, attr), 3)
+        models[name] = (model, en_tok)
     out = {}
     for name, (model, tok) in models.items():
         source = model.save_pretrained(root / name, tokenizer=tok)
@@ -106,6 +129,24 @@ def test_classification_tagging_qa_rtd_on_onnx_equal_torch(exported):
     _same(torch_pipe(questions), ort_pipe(questions))
     torch_pipe, ort_pipe = _both(exported, "replaced-token-detection", "replaced-token-detection")
     _same(torch_pipe(ZH), ort_pipe(ZH))
+
+
+def test_english_uncased_heads_on_onnx_equal_torch(exported):
+    """Classification, tagging and QA with English uncased tokenization (MiniLM's vocab)."""
+    torch_pipe, ort_pipe = _both(exported, "en-text-classification", "text-classification",
+                                 top_k=None)
+    items = [*EN, {"text": EN[0], "text_pair": EN[1]}]
+    _same(torch_pipe(items), ort_pipe(items))
+    for strategy in ("none", "simple", "first"):
+        torch_pipe, ort_pipe = _both(exported, "en-token-classification",
+                                     "token-classification", aggregation_strategy=strategy)
+        found = torch_pipe(EN)
+        assert any(found)  # the spread head tags something, so spans are compared
+        _same(found, ort_pipe(EN))
+    torch_pipe, ort_pipe = _both(exported, "en-question-answering", "question-answering")
+    questions = [{"question": "Who met Obama?", "context": EN[0]},
+                 {"question": "Where?", "context": " ".join(EN) * 20}]  # several windows
+    _same(torch_pipe(questions), ort_pipe(questions))
 
 
 def test_backend_choice_and_errors(exported, tmp_path):
