@@ -537,6 +537,9 @@ def dead_pid() -> int:
 
 def test_sigkilled_run_leaves_temp_dir_that_the_next_run_removes(tmp_path, subset,
                                                                     zh_vocab_dir):
+    """A killed run's directory is removed by the next run when that run has other
+    arguments (here shard_tokens); one with the same inputs and arguments resumes it
+    (tests/test_preprocess_inputs.py)."""
     import os
     import signal
 

@@ -204,6 +204,10 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     """Tokenize corpus files into a memory-mapped dataset directory."""
     from zhplm.data.corpus import preprocess
 
+    for name in ("zhplm.data.corpus", "zhplm.data.output_dir"):  # resumed / removed runs
+        step_log = logging.getLogger(name)
+        if step_log.getEffectiveLevel() > logging.INFO:
+            step_log.setLevel(logging.INFO)
     inputs: list[Any] = list(args.corpus)
     if not inputs:
         from zhplm import datasets
@@ -541,10 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--min-frequency", type=int, default=2)
 
     sub = verb("preprocess", cmd_preprocess, "tokenize corpus files into a dataset directory")
-    sub.add_argument("corpus", nargs="*", help="UTF-8 .txt or .jsonl files (default: the "
-                     "built-in corpus)")
+    sub.add_argument("corpus", nargs="*", help="UTF-8 .txt or .jsonl files, directories of "
+                     "them (recursive, sorted) or quoted glob patterns like 'data/**/*.txt' "
+                     "(default: the built-in corpus)")
     sub.add_argument("--vocab", required=True, help="vocab.txt or a model directory")
-    sub.add_argument("--out", required=True, help="output dataset directory")
+    sub.add_argument("--out", required=True, help="output dataset directory; a killed run "
+                     "into it resumes from its last finished shard when run again")
     sub.add_argument("--workers", type=int, default=1,
                      help="processes: this one plus WORKERS-1 worker processes")
     sub.add_argument("--segmenter", default="jieba", choices=["jieba", "none"],

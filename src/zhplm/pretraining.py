@@ -24,10 +24,12 @@ from zhplm.config import (
     preset,
     save_dir_atomically,
 )
-from zhplm.data.collate import InstanceStream, PretrainCollator
-from zhplm.data.instances import InstanceConfig, Instances, SpecialIds, build_instances
+from zhplm.data.collate import PretrainCollator
+from zhplm.data.epochs import Corpus, DocumentSet, build_epoch
+from zhplm.data.instances import InstanceConfig, Instances, SpecialIds
 from zhplm.data.masking import MaskingConfig
 from zhplm.data.shards import TokenDataset, token_counts
+from zhplm.data.stream import InstanceStream
 from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.bert import BertForMaskedLM, BertForPreTraining
 from zhplm.modeling.electra import DISCRIMINATOR_DIR, ElectraPretrainingPair
@@ -86,6 +88,8 @@ class DataSection:
     short_seq_prob: float = 0.1
     dev_fraction: float = 0.01
     eval_instances: int = 512
+    workers: int = 0     # collation worker processes (0: in the training process)
+    prefetch: int = 2    # micro-batches each worker prepares ahead
 
     def instance_config(self) -> InstanceConfig:
         return InstanceConfig(self.kind, self.seq_length, self.short_seq_prob)
@@ -128,14 +132,9 @@ class PretrainRecipe:
         return self.electra.masking(self.data.seq_length, self.masking.strategy)
 
 
-def split_documents(num_documents: int, dev_fraction: float) -> tuple[list[int], list[int]]:
-    """Every k-th document (k = 1/dev_fraction) is held out for evaluation."""
-    if dev_fraction <= 0:
-        return list(range(num_documents)), []
-    stride = max(2, round(1 / dev_fraction))
-    dev = list(range(stride - 1, num_documents, stride))
-    held = set(dev)
-    return [i for i in range(num_documents) if i not in held], dev
+def split_documents(num_documents: int, dev_fraction: float) -> tuple[DocumentSet, DocumentSet]:
+    """(training, held-out) documents: every k-th document (k = 1/dev_fraction) is held out."""
+    return DocumentSet.split(num_documents, dev_fraction)
 
 
 def _load_model(recipe: PretrainRecipe, tokenizer: Tokenizer, resume_from: Path | None):
@@ -177,10 +176,11 @@ def _load_model(recipe: PretrainRecipe, tokenizer: Tokenizer, resume_from: Path 
 
 
 def init_unigram_bias(model: BertForMaskedLM | BertForPreTraining, dataset: TokenDataset,
-                      documents: list[int]) -> None:
+                      documents: DocumentSet) -> None:
     """Set the MLM output bias to the log unigram frequencies of `documents` (add-one
     smoothed, centred): the untrained model then predicts the unigram distribution."""
-    counts = 1.0 + token_counts(dataset, documents, model.config.vocab_size)
+    counts = 1.0 + token_counts(dataset, documents.ids(np.arange(len(documents))),
+                                model.config.vocab_size)
     log_freq = np.log(counts / counts.sum())
     with torch.no_grad():
         bias = model.cls.predictions.bias
@@ -271,18 +271,22 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
                                word_order_ratio=recipe.structbert.wso_ratio
                                if recipe.objectives.get("word_order") else 0.0)
     instance_config = recipe.data.instance_config()
+    corpus = Corpus(dataset.shards, train_docs)
+    corpus.runs()  # before any worker forks: the stream's runs, once
 
-    def build_epoch(epoch: int) -> Instances:
-        seed = int(np.random.SeedSequence((recipe.train.seed, epoch)).generate_state(1)[0])
-        return build_instances(dataset.document, train_docs, instance_config, special, seed)
+    def epoch_index(epoch: int):  # noqa: ANN202 - an Epoch
+        return build_epoch(corpus, instance_config, special, recipe.train.seed, epoch)
 
-    stream = InstanceStream(build_epoch, collate, recipe.train.micro_batch_size(env.world_size),
-                            env.rank, env.world_size, recipe.train.seed)
+    stream = InstanceStream(epoch_index, collate, recipe.train.micro_batch_size(env.world_size),
+                            env.rank, env.world_size, workers=recipe.data.workers,
+                            prefetch=recipe.data.prefetch)
     evaluate = None
-    if dev_docs:
-        dev = build_instances(dataset.document, dev_docs, instance_config, special,
-                              seed=recipe.train.seed + 1)
-        if len(dev):
+    if len(dev_docs):
+        dev_index = build_epoch(Corpus(dataset.shards, dev_docs), instance_config, special,
+                                recipe.train.seed + 1, 0)
+        if len(dev_index):
+            count = min(len(dev_index), recipe.data.eval_instances)
+            dev = dev_index.instances(np.arange(count))
             evaluate = make_evaluator(module, collate, dev, recipe.data.eval_instances,
                                       recipe.train.micro_batch_size(1))
     trainer = Trainer(module, stream, recipe.train, out, env=env, evaluate=evaluate,
@@ -292,7 +296,10 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.json", json.dumps(to_dict(recipe), indent=2) + "\n")
-    metrics = trainer.fit()
+    try:
+        metrics = trainer.fit()
+    finally:
+        stream.close()
     if env.is_main:
         # the model directory (an ELECTRA pair: both towers) appears whole or not at all
         save_dir_atomically(save_model, out / "model")

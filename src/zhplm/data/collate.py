@@ -1,14 +1,15 @@
 """Batches for pre-training: dynamic masking per instance, padding to the longest sequence.
 
-Every instance is masked with its own generator, seeded by (seed, epoch, instance index), so
+Every instance is masked with its own generator, seeded by (seed, epoch, instance id), so
 masks change every epoch (dynamic masking, RoBERTa) yet do not depend on how instances are
-split over ranks, micro-batches or restarts. Instances with linguistic labels (LERT) also give
-the labels of the masked tokens (`PretrainBatch.linguistic_labels`), read without any draw.
+split over ranks, micro-batches, collation workers or restarts. Instances with linguistic
+labels (LERT) also give the labels of the masked tokens (`PretrainBatch.linguistic_labels`),
+read without any draw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +54,13 @@ class PretrainCollator:
         self.special = special
         self.seed = seed
 
-    def __call__(self, instances: Instances, indices: Sequence[int], epoch: int) -> PretrainBatch:
+    def __call__(self, instances: Instances, indices: Sequence[int], epoch: int,
+                 keys: Sequence[int] | None = None) -> PretrainBatch:
+        """Rows ``indices`` of ``instances``, masked; row ``j``'s generator is seeded by
+        (seed, epoch, ``keys[j]``), by default its index (an epoch's instance id)."""
         width = int(instances.lengths[list(indices)].max())
         n = len(indices)
+        keys = indices if keys is None else keys
         input_ids = np.full((n, width), self.special.pad, dtype=np.int64)
         positions: list[np.ndarray] = []
         labels: list[np.ndarray] = []
@@ -63,11 +68,11 @@ class PretrainCollator:
         order_positions: list[np.ndarray] = []
         order_labels: list[np.ndarray] = []
         linguistic: list[np.ndarray] = []
-        for row, index in enumerate(indices):
+        for row, (index, key) in enumerate(zip(indices, keys, strict=True)):
             length = int(instances.lengths[index])
             ids = instances.input_ids[index, :length]
             special_mask = (ids == self.special.cls) | (ids == self.special.sep)
-            rng = np.random.default_rng((self.seed, epoch, int(index)))
+            rng = np.random.default_rng((self.seed, epoch, int(key)))
             masked = mask_sequence(
                 ids, special_mask, instances.word_starts[index, :length], self.strategy,
                 self.masking, rng, mask_token_id=self.special.mask,
@@ -117,60 +122,3 @@ def _linguistic_targets(rows: list[np.ndarray]) -> np.ndarray:
     labels = np.concatenate(rows).astype(np.int64)
     labels[labels == UNKNOWN_LABEL] = -1
     return labels
-
-
-class InstanceStream:
-    """A resumable stream of micro-batches for this rank (the trainer's `BatchSource`).
-
-    Each epoch's instances come from `build_epoch(epoch)` and are visited in a seeded
-    permutation. One optimiser step takes the next `global_batch` instances of it; rank r's
-    micro-batch j is the slice `[(j * world + r) * micro, +micro)` of those, so the set of
-    instances per step is the same for any number of ranks. A partial last step of an epoch is
-    dropped.
-    """
-
-    def __init__(self, build_epoch: Callable[[int], Instances], collate: PretrainCollator,
-                 micro_batch: int, rank: int, world_size: int, seed: int) -> None:
-        self.build_epoch = build_epoch
-        self.collate = collate
-        self.micro_batch = micro_batch
-        self.rank = rank
-        self.world_size = world_size
-        self.seed = seed
-        self.epoch = 0
-        self.position = 0
-        self._cached: tuple[int, Instances, np.ndarray] | None = None
-
-    def _epoch(self) -> tuple[Instances, np.ndarray]:
-        if self._cached is None or self._cached[0] != self.epoch:
-            instances = self.build_epoch(self.epoch)
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(len(instances))
-            self._cached = (self.epoch, instances, order)
-        return self._cached[1], self._cached[2]
-
-    def next_step(self, micro_batches: int) -> list[PretrainBatch]:
-        global_batch = self.micro_batch * self.world_size * micro_batches
-        instances, order = self._epoch()
-        if len(order) < global_batch:
-            from zhplm.errors import DataError
-
-            raise DataError(
-                f"one epoch has only {len(order)} instances, fewer than one global batch of "
-                f"{global_batch}; use a larger corpus or a smaller train.batch_size"
-            )
-        if self.position + global_batch > len(order):
-            self.epoch, self.position = self.epoch + 1, 0
-            instances, order = self._epoch()
-        batches = []
-        for j in range(micro_batches):
-            start = self.position + (j * self.world_size + self.rank) * self.micro_batch
-            batches.append(self.collate(instances, order[start:start + self.micro_batch],
-                                        self.epoch))
-        self.position += global_batch
-        return batches
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])

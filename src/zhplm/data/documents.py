@@ -1,13 +1,17 @@
 """Corpus files -> documents, each a list of sentences (strings).
 
-:func:`iter_documents` reads UTF-8 ``.txt`` files (one document per line, or blank-line
-separated documents with one sentence per line) and ``.jsonl`` files (a ``"text"`` field per
-line); :func:`split_sentences` splits Chinese and English paragraphs into sentences. Bad input
-is skipped and counted (:func:`new_stats`), or raises :class:`DataError` under ``strict``.
+:func:`expand_inputs` turns what a user names (files, directories, glob patterns) into the
+list of corpus files, in a deterministic order. :func:`iter_documents` reads UTF-8 ``.txt``
+files (one document per line, or blank-line separated documents with one sentence per line)
+and ``.jsonl`` files (a ``"text"`` field per line); :func:`split_sentences` splits Chinese and
+English paragraphs into sentences. Bad input is skipped and counted (:func:`new_stats`), or
+raises :class:`DataError` under ``strict``. Files are read in binary and decoded line by line,
+so the bytes read so far come for free (:class:`ReadBytes`: a progress bar's position).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -18,10 +22,13 @@ from typing import Literal
 from zhplm.errors import DataError, InputError
 
 __all__ = [
+    "CORPUS_SUFFIXES",
     "LAYOUTS",
     "SKIP_KEYS",
     "Layout",
+    "ReadBytes",
     "check_corpus_file",
+    "expand_inputs",
     "iter_documents",
     "new_stats",
     "split_sentences",
@@ -43,6 +50,8 @@ Layout = Literal["auto", "line", "blank"]
 PathLike = str | os.PathLike[str]
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
+CORPUS_SUFFIXES = (".txt", *_JSONL_SUFFIXES)
+"""The files taken from a directory (or a pattern matching directories), case-insensitive."""
 _BOM = b"\xef\xbb\xbf"
 _REENCODE = "re-encode the file as UTF-8 (e.g. `iconv -f GB18030 -t UTF-8`)"
 
@@ -119,17 +128,96 @@ def check_corpus_file(path: Path) -> None:
         raise DataError(f"corpus file {path} {what}; pass existing UTF-8 .txt or .jsonl files")
 
 
-def _lines(path: Path, strict: bool, stats: dict[str, int]) -> Iterator[tuple[int, str]]:
-    """(line number, text without the line break) of each validly encoded line of ``path``.
+_GLOB_CHARACTERS = re.compile(r"[*?[]")
+
+
+def _path_key(path: Path) -> tuple[str, ...]:
+    return path.parts
+
+
+def _corpus_files_under(directory: Path) -> list[Path]:
+    """The corpus files (:data:`CORPUS_SUFFIXES`) under ``directory``, recursively, sorted by
+    path; hidden files and directories (a name starting with ".") are left out."""
+    files = [p for p in directory.rglob("*")
+             if p.suffix.lower() in CORPUS_SUFFIXES and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(directory).parts)]
+    return sorted(files, key=_path_key)
+
+
+def expand_inputs(inputs: PathLike | Iterable[PathLike]) -> list[Path]:
+    """The corpus files that ``inputs`` name, in order: each argument is
+
+    * a file: taken as it is (any name; ``.jsonl`` / ``.ndjson`` are read as JSON lines);
+    * a directory: its ``.txt`` / ``.jsonl`` / ``.ndjson`` files, recursively, sorted by path
+      (hidden ones left out);
+    * a glob pattern that names no existing path (``data/*.txt``, ``corpus/**/*.txt``; ``**``
+      crosses directories): the files it matches, sorted by path (a matched directory
+      contributes its corpus files as above).
+
+    The order is deterministic, so the same arguments always build the same dataset.
+
+    Raises:
+        InputError: no inputs.
+        DataError: a path that does not exist, a directory without corpus files,
+            or a pattern that matches nothing; the message names the argument and the fix.
+    """
+    arguments = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    if not arguments:
+        raise InputError("no corpus files given; pass .txt or .jsonl files, directories of "
+                        "them, or glob patterns like 'data/*.txt'")
+    files: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            found = _corpus_files_under(path)
+            if not found:
+                raise DataError(f"corpus directory {path} holds no .txt or .jsonl file (hidden "
+                                "ones are skipped); pass the files themselves, or a glob "
+                                "pattern that matches them")
+            files += found
+        elif _GLOB_CHARACTERS.search(str(argument)):
+            matches = sorted((Path(m) for m in glob.glob(str(argument), recursive=True)),
+                             key=_path_key)
+            found = [f for m in matches
+                     for f in ([m] if m.is_file() else _corpus_files_under(m))]
+            if not found:
+                raise DataError(f"corpus pattern {str(argument)!r} matches no file; check the "
+                                "pattern (quote it so that the shell does not expand it, use "
+                                "'**' to cross directories) or pass the files themselves")
+            files += found
+        else:
+            check_corpus_file(path)  # raises: does not exist
+    return files
+
+
+class ReadBytes:
+    """The bytes of corpus files read so far (``total``), for a progress bar: pass one to
+    :func:`iter_documents`; it counts every byte of a file once the file is read to its end."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
+
+
+def _lines(path: Path, strict: bool, stats: dict[str, int],
+           read: ReadBytes | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text without the line break) of each validly encoded line of ``path``;
+    the bytes of each line are added to ``read`` as it is read.
 
     A line that is not UTF-8 is counted in ``stats["invalid_utf8"]`` and skipped, or under
     ``strict`` raises :class:`DataError` with the line number and the file byte offset.
     """
     offset = 0
+    if read is None:
+        read = ReadBytes()  # counted into a throwaway: one code path
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             start = offset
             offset += len(raw)
+            read.total += len(raw)
             if lineno == 1 and raw.startswith(_BOM):
                 raw, start = raw[len(_BOM) :], start + len(_BOM)
             try:
@@ -227,6 +315,7 @@ def iter_documents(
     strict: bool = False,
     stats: dict[str, int] | None = None,
     layout: Layout = "auto",
+    read: ReadBytes | None = None,
 ) -> Iterator[list[str]]:
     """Yield the documents of a corpus file, each a list of sentences (non-empty strings).
 
@@ -241,7 +330,7 @@ def iter_documents(
     UTF-8, empty lines, malformed JSON lines, documents without text, files without any
     document. With ``strict=True`` an invalid line (UTF-8 or JSON) raises :class:`DataError`
     naming the file, the line and, for UTF-8, the byte offset. A missing file raises
-    :class:`DataError` when the iterator starts.
+    :class:`DataError` when the iterator starts. ``read`` (optional) counts the bytes read.
     """
     if layout not in LAYOUTS:
         raise InputError(f"layout={layout!r}; use one of {', '.join(LAYOUTS)}")
@@ -250,7 +339,7 @@ def iter_documents(
     for key in SKIP_KEYS:
         stats.setdefault(key, 0)
     check_corpus_file(path)
-    lines = _lines(path, strict, stats)
+    lines = _lines(path, strict, stats, read)
     if path.suffix.lower() in _JSONL_SUFFIXES:
         documents = _jsonl_documents(path, lines, strict, stats)
     else:

@@ -12,6 +12,7 @@ process or with ``workers - 1`` more processes (forked where that is safe, else 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import sys
@@ -52,6 +53,17 @@ class EncodedChunk:
     # unknown) of each token's first character; kept sentences the annotator could not label
     linguistic: np.ndarray | None = None
     unannotated_sentences: int = 0
+
+    def without_documents(self, count: int) -> EncodedChunk:
+        """The chunk less its first ``count`` kept documents (what a resumed run already
+        wrote); the counters (``characters``, ...) stay those of the whole chunk."""
+        sentences = int(self.document_sizes[:count].sum())
+        tokens = int(self.sentence_lengths[:sentences].sum())
+        return dataclasses.replace(
+            self, ids=self.ids[tokens:], word_starts=self.word_starts[tokens:],
+            sentence_lengths=self.sentence_lengths[sentences:],
+            document_sizes=self.document_sizes[count:],
+            linguistic=None if self.linguistic is None else self.linguistic[tokens:])
 
 
 _HAN_FIRST, _HAN_LAST = 0x4E00, 0x9FFF
@@ -364,11 +376,17 @@ def _chunks(documents: Iterable[list[str]], size: int,
 
 def encoded_chunks(
     documents: Iterable[list[str]], encoder_args: EncoderArgs, workers: int,
-    chunk_documents: int, inherited_fds: tuple[int, ...] = (),
+    chunk_documents: int, inherited_fds: tuple[int, ...] = (), start_chunk: int = 0,
 ) -> Iterator[EncodedChunk]:
     """Encode ``documents`` chunk by chunk, in order, in-process or with a process pool
-    (``inherited_fds``: this process's descriptors a forked worker must close)."""
+    (``inherited_fds``: this process's descriptors a forked worker must close).
+
+    ``start_chunk`` chunks are read and grouped but not encoded (a resumed run wrote them):
+    the first chunk yielded is chunk number ``start_chunk`` of the whole input."""
     chunks = _chunks(documents, chunk_documents)
+    for _ in range(start_chunk):
+        if next(chunks, None) is None:
+            return
     if workers == 1:
         yield from map(ChunkEncoder(*encoder_args), chunks)
         return

@@ -1,24 +1,29 @@
-"""Training instances, built at training time from a token dataset, seeded per epoch.
+"""Training instances: their configuration and form, and how a pair of segments is trimmed.
+
+An epoch's instances are described by an index over the memory-mapped shards and cut from
+them when a batch needs them (:mod:`zhplm.data.epochs`); this module holds what they are:
 
 - `full_sentences` (RoBERTa): consecutive sentences packed up to `seq_length` across
   document boundaries with no padding waste: a sentence that does not fit is continued in
   the next sequence.
 - `nsp` (BERT): segment A, then its true continuation or (p=0.5) a random span of another
-  document; label 0 = continuation, 1 = random (HF's convention).
+  document; label 0 = continuation, 1 = random (HF's convention). A chunk of one sentence
+  always takes its B from another document.
 - `sop` (ALBERT): two consecutive segments, swapped with p=0.5; label 1 = swapped.
 - `sentence_order` (StructBERT's sentence structural objective): segment B is, with
   p=1/3 each, the text right after A (label 0), the text right before A (label 1) or a
-  random span of another document (label 2). The label is drawn first and A is then placed
-  so that the needed neighbour exists: the chunk of consecutive sentences that NSP would
-  split into A and its continuation is split the same way, and for "previous" the two
-  halves swap roles (A = the later half, B = the earlier one). Every chunk therefore has
-  both neighbours, whether it opens or closes its document, and the labels stay balanced.
-  A one-sentence chunk is cut at a random token; the rare chunk of a single token that
-  drew label 0/1 gives no instance. A corpus of one document only yields labels 0 and 1.
-  Over-long pairs are trimmed at their outer ends so that A and B stay adjacent.
+  random span of another document (label 2). The chunk of consecutive sentences that NSP would
+  split into A and its continuation is split the same way, and for "previous" the two halves
+  swap roles (A = the later half, B = the earlier one). Every chunk therefore has both
+  neighbours, whether it opens or closes its document, and the labels stay balanced. A
+  one-sentence chunk is cut at a random token; a chunk of a single token that drew label
+  0/1 gives no instance. A corpus of one document only yields labels 0 and 1. Over-long pairs
+  are trimmed at their outer ends so that A and B stay adjacent.
 
 `short_seq_prob` draws a shorter target length now and then, as BERT does, so the model
-also sees short inputs. Instances are numpy arrays, padded to `seq_length`.
+also sees short inputs. :func:`assemble` writes instances as numpy arrays padded to
+`seq_length` (:class:`Instances`); :func:`build_instances` builds every instance of a few
+documents at once (held-out sets, tests).
 
 A segment is a tuple of per-token arrays of equal length: `(ids, word_starts)`, or
 `(ids, word_starts, linguistic)` from an annotated dataset (LERT; `linguistic` is uint8
@@ -30,7 +35,6 @@ instances with or without labels, which then come out as `Instances.linguistic` 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -166,136 +170,48 @@ def _concat(segments: Sequence[Segment]) -> Segment:
     return tuple(np.concatenate(arrays) for arrays in zip(*segments, strict=True))
 
 
-def _truncate_pair(a: Segment, b: Segment, max_tokens: int,
-                   rng: random.Random) -> tuple[Segment, Segment]:
-    """BERT's truncate_seq_pair: trim the longer side, from the front or back at random."""
-    a_start, a_stop, b_start, b_stop = 0, len(a[0]), 0, len(b[0])
-    while (a_stop - a_start) + (b_stop - b_start) > max_tokens:
-        if a_stop - a_start > b_stop - b_start:
-            if rng.random() < 0.5:
-                a_start += 1
-            else:
-                a_stop -= 1
-        elif rng.random() < 0.5:
-            b_start += 1
-        else:
-            b_stop -= 1
-    return _cut(a, a_start, a_stop), _cut(b, b_start, b_stop)
+def _trims(first: int, second: int, max_tokens: int) -> tuple[int, int]:
+    """How many tokens BERT's truncate_seq_pair removes from each side: one at a time from
+    the longer (ties: the second) until the pair fits."""
+    excess = first + second - max_tokens
+    if excess <= 0:
+        return 0, 0
+    gap = abs(first - second)
+    if excess <= gap:
+        return (excess, 0) if first > second else (0, excess)
+    rest = excess - gap
+    first_cut = rest // 2 + (gap if first > second else 0)
+    return first_cut, excess - first_cut
 
 
-def _truncate_adjacent(first: Segment, second: Segment,
-                       max_tokens: int) -> tuple[Segment, Segment]:
+def truncate_pair(a: Segment, b: Segment, max_tokens: int,
+                  rng: np.random.Generator) -> tuple[Segment, Segment]:
+    """BERT's truncate_seq_pair: trim the longer side, each token from the front or the back
+    at random (the front share of each side's trims is binomial, as the token-by-token
+    loop's)."""
+    a_cut, b_cut = _trims(len(a[0]), len(b[0]), max_tokens)
+    a_front = int(rng.binomial(a_cut, 0.5)) if a_cut else 0
+    b_front = int(rng.binomial(b_cut, 0.5)) if b_cut else 0
+    return (_cut(a, a_front, len(a[0]) - (a_cut - a_front)),
+            _cut(b, b_front, len(b[0]) - (b_cut - b_front)))
+
+
+def truncate_adjacent(first: Segment, second: Segment,
+                      max_tokens: int) -> tuple[Segment, Segment]:
     """Trim the longer of two adjacent spans (`first` right before `second`) at its outer end
     (the front of `first`, the back of `second`), so the spans stay adjacent."""
-    f_len, s_len = len(first[0]), len(second[0])
-    while f_len + s_len > max_tokens:  # as _truncate_pair: the longer side (ties: `second`)
-        if f_len > s_len:
-            f_len -= 1
-        else:
-            s_len -= 1
-    return _cut(first, len(first[0]) - f_len), _cut(second, 0, s_len)
+    f_cut, s_cut = _trims(len(first[0]), len(second[0]), max_tokens)
+    return _cut(first, f_cut), _cut(second, 0, len(second[0]) - s_cut)
 
 
-def _sentence_order_pair(chunk: list[Segment], documents: Callable[[int], list[Segment]],
-                         doc_ids: Sequence[int], d: int, max_tokens: int,
-                         rng: random.Random) -> tuple[Segment, Segment, int, int] | None:
-    """(A, B, label, unused) for one chunk of `sentence_order`: label 0 = B follows A,
-    1 = B precedes A, 2 = B is from another document; `unused` trailing sentences of the
-    chunk go back to the document. None when the chunk cannot be split (one token)."""
-    label = rng.randrange(3) if len(doc_ids) > 1 else rng.randrange(2)
-    a_end = 1 if len(chunk) < 2 else rng.randint(1, len(chunk) - 1)
-    if label == 2:  # as NSP's random case
-        a = _concat(chunk[:a_end])
-        other = doc_ids[(d + rng.randint(1, len(doc_ids) - 1)) % len(doc_ids)]
-        other_sentences = [s for s in documents(other) if len(s[0])] or [a]
-        start = rng.randint(0, len(other_sentences) - 1)
-        b = _concat(other_sentences[start:])
-        a, b = _truncate_pair(a, b, max_tokens, rng)
-        return a, b, label, len(chunk) - a_end
-    if len(chunk) >= 2:
-        first, second = _concat(chunk[:a_end]), _concat(chunk[a_end:])
-    else:  # one sentence: cut it in two
-        sentence = chunk[0]
-        if len(sentence[0]) < 2:
-            return None
-        cut = rng.randint(1, len(sentence[0]) - 1)
-        first, second = _cut(sentence, 0, cut), _cut(sentence, cut)
-    first, second = _truncate_adjacent(first, second, max_tokens)
-    return (first, second, 0, 0) if label == 0 else (second, first, 1, 0)
-
-
-def _full_sentences(documents: Callable[[int], list[Segment]], doc_ids: Sequence[int],
-                    config: InstanceConfig, writer: _Writer, rng: random.Random) -> None:
-    max_tokens = config.seq_length - 2
-
-    def target() -> int:
-        return rng.randint(2, max_tokens) if rng.random() < config.short_seq_prob else max_tokens
-
-    chunk: list[Segment] = []
-    length, goal = 0, target()
-    for doc in doc_ids:
-        for sentence in documents(doc):
-            while len(sentence[0]):
-                take = min(len(sentence[0]), goal - length)
-                chunk.append(_cut(sentence, 0, take))
-                length += take
-                sentence = _cut(sentence, take)
-                if length == goal:  # full: a sentence that does not fit continues in the next
-                    writer.add(chunk)
-                    chunk, length, goal = [], 0, target()
-    if chunk:
-        writer.add(chunk)
-
-
-def _sentence_pairs(documents: Callable[[int], list[Segment]], doc_ids: Sequence[int],
-                    config: InstanceConfig, writer: _Writer, rng: random.Random) -> None:
-    max_tokens = config.seq_length - 3
-    nsp = config.kind == "nsp"
-    order = config.kind == "sentence_order"
-    for d, doc in enumerate(doc_ids):
-        sentences = [s for s in documents(doc) if len(s[0])]
-        goal = rng.randint(2, max_tokens) if rng.random() < config.short_seq_prob else max_tokens
-        chunk: list[Segment] = []
-        length, i = 0, 0
-        while i < len(sentences):
-            chunk.append(sentences[i])
-            length += len(sentences[i][0])
-            if order and (i == len(sentences) - 1 or length >= goal):
-                pair = _sentence_order_pair(chunk, documents, doc_ids, d, max_tokens, rng)
-                if pair is not None:
-                    a, b, label, unused = pair
-                    i -= unused  # put the unused segments back
-                    writer.add([a], [b], label)
-                chunk, length = [], 0
-                goal = rng.randint(2, max_tokens) if rng.random() < config.short_seq_prob \
-                    else max_tokens
-            elif i == len(sentences) - 1 or length >= goal:
-                a_end = 1 if len(chunk) < 2 else rng.randint(1, len(chunk) - 1)
-                a = _concat(chunk[:a_end])
-                if nsp and (len(chunk) == 1 or rng.random() < 0.5) and len(doc_ids) > 1:
-                    label = 1
-                    other = doc_ids[(d + rng.randint(1, len(doc_ids) - 1)) % len(doc_ids)]
-                    other_sentences = [s for s in documents(other) if len(s[0])] or [a]
-                    start = rng.randint(0, len(other_sentences) - 1)
-                    b = _concat(other_sentences[start:])
-                    i -= len(chunk) - a_end  # put the unused segments back
-                elif len(chunk) >= 2:
-                    b, label = _concat(chunk[a_end:]), 0
-                else:  # one long segment: split it in two
-                    if len(a[0]) < 2:
-                        chunk, length, i = [], 0, i + 1
-                        continue
-                    cut = rng.randint(1, len(a[0]) - 1)
-                    a, b, label = _cut(a, 0, cut), _cut(a, cut), 0
-                if not nsp and rng.random() < 0.5:
-                    a, b, label = b, a, 1
-                a, b = _truncate_pair(a, b, max_tokens, rng)
-                if len(a[0]) and len(b[0]):
-                    writer.add([a], [b], label)
-                chunk, length = [], 0
-                goal = rng.randint(2, max_tokens) if rng.random() < config.short_seq_prob \
-                    else max_tokens
-            i += 1
+def assemble(rows: Sequence[tuple[Sequence[Segment], Sequence[Segment], int | None]],
+             seq_length: int, special: SpecialIds) -> Instances:
+    """Instances ``[CLS] a... [SEP] (b... [SEP])`` from (a segments, b segments, label) rows
+    (label None: no sentence label), padded to ``seq_length``."""
+    writer = _Writer(seq_length, special)
+    for a, b, label in rows:
+        writer.add(a, b, label)
+    return writer.finish()
 
 
 def build_instances(
@@ -305,13 +221,10 @@ def build_instances(
     special: SpecialIds,
     seed: int,
 ) -> Instances:
-    """Instances from the documents `doc_ids` (visited in a seeded random order)."""
-    rng = random.Random(seed)
-    order = list(doc_ids)
-    rng.shuffle(order)
-    writer = _Writer(config.seq_length, special)
-    if config.kind == "full_sentences":
-        _full_sentences(documents, order, config, writer, rng)
-    else:
-        _sentence_pairs(documents, order, config, writer, rng)
-    return writer.finish()
+    """Every instance of epoch 0 of the documents `doc_ids` (read with `documents`), seeded,
+    in index order; for small sets (held-out instances, tests)."""
+    from zhplm.data.epochs import Corpus, build_epoch
+
+    corpus = Corpus.from_documents([documents(int(d)) for d in doc_ids])
+    epoch = build_epoch(corpus, config, special, seed, 0)
+    return epoch.instances(np.arange(len(epoch)))

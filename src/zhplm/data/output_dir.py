@@ -1,21 +1,29 @@
-"""A dataset directory that appears whole or not at all.
+"""A dataset directory that appears whole or not at all, and a killed run that resumes.
 
 :func:`staged_dir` builds the dataset under a temporary name beside ``out``
 (``.OUT.tmp-PID-RANDOM``, locked with ``flock`` while its run lives) and renames it into place
 at the end: a crash never leaves a half dataset, and an old dataset in ``out`` is replaced only
-once the new one is done. A run killed outright (SIGKILL, power loss) leaves that directory
-behind; the next run into the same ``out`` removes it once its process is gone and nobody
-holds its lock (:func:`remove_stale_siblings`). A directory holds a dataset when it has a
-``meta.json``.
+once the new one is done. A directory holds a dataset when it has a ``meta.json``.
+
+A run killed outright (SIGKILL, power loss) or interrupted (Ctrl-C) leaves its temporary
+directory behind. The next run into the same ``out`` looks at each such directory whose
+process is gone and whose lock nobody holds (:func:`stale_siblings`; a live run's directory is
+never touched): if the caller's ``resumable`` test accepts it (for ``preprocess``: a
+``progress.json`` written by a run with the same inputs and arguments), the new run takes it
+over (renamed to its own PID, locked) and continues it; every other one is removed, with a
+log line. A failing run (an exception) removes its own directory; ``out`` itself is only ever
+replaced by a finished dataset.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from zhplm.errors import DataError
@@ -25,10 +33,25 @@ try:
 except ImportError:  # not POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["check_out_dir", "remove_stale_siblings", "staged_dir"]
+__all__ = ["Staged", "check_out_dir", "staged_dir", "stale_siblings", "write_text_atomically"]
+
+logger = logging.getLogger(__name__)
 
 _SIBLING = "\\.{name}\\.(tmp|old)-([0-9]+)-[0-9a-f]{{8}}"
 """The names :func:`_sibling_dir` gives (``.OUT.tmp-PID-RANDOM``), as a regex template."""
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a temp file beside it (mode from the umask), then
+    ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _is_dataset(path: Path) -> bool:
@@ -55,23 +78,72 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         )
 
 
+@dataclass
+class Staged:
+    """The temporary directory a run builds its dataset in."""
+
+    path: Path
+    lock: int | None  # the directory's flock descriptor (None: no locks); a fork must close it
+    resumed: bool  # taken over from a killed run (see :func:`staged_dir`)
+
+
 @contextlib.contextmanager
-def staged_dir(out: Path, overwrite: bool) -> Iterator[tuple[Path, int | None]]:
-    """Yield a new, locked temporary directory beside ``out`` and the lock's descriptor (None
-    where locks are not supported; a forked process must close it). When the block ends
-    without an error the directory replaces ``out`` (checked again with :func:`check_out_dir`:
-    it may have appeared meanwhile); on an error it is removed."""
-    tmp = _sibling_dir(out, "tmp")
-    lock = _lock_dir(tmp)
+def staged_dir(out: Path, overwrite: bool,
+               resumable: Callable[[Path], bool] | None = None) -> Iterator[Staged]:
+    """Yield a locked temporary directory beside ``out``; when the block ends without an
+    error it replaces ``out`` (checked again with :func:`check_out_dir`: it may have appeared
+    meanwhile).
+
+    First the directories killed runs left beside ``out`` are dealt with: the first one that
+    ``resumable`` accepts is taken over (renamed to this run's PID; ``resumed`` is True), the
+    others are removed. Without ``resumable`` (or when none is accepted) a new, empty
+    directory is made. On an error the directory is removed; on ``KeyboardInterrupt`` it is
+    kept for the next run to resume (or remove).
+    """
+    adopted: tuple[Path, int] | None = None
+    for stale, fd in stale_siblings(out):
+        if adopted is None and stale.name.startswith(f".{out.name}.tmp-") and (
+                resumable is not None and resumable(stale)):
+            adopted = (stale, fd)
+            continue
+        try:
+            shutil.rmtree(stale, ignore_errors=True)
+        finally:
+            os.close(fd)
+        if not stale.exists():
+            logger.info("removed %s, left behind by a killed run", stale)
+    if adopted is None:
+        tmp = _sibling_dir(out, "tmp")
+        staged = Staged(tmp, _lock_dir(tmp), resumed=False)
+    else:
+        try:
+            staged = Staged(_take_over(out, adopted[0]), adopted[1], resumed=True)
+        except BaseException:
+            os.close(adopted[1])
+            raise
     try:
-        yield tmp, lock
+        yield staged
         check_out_dir(out, overwrite)
-        _publish(tmp, out)
+        _publish(staged.path, out)
+    except KeyboardInterrupt:
+        logger.warning("interrupted; kept %s: the same command resumes it", staged.path)
+        raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staged.path, ignore_errors=True)
         raise
     finally:
-        _unlock(lock)
+        _unlock(staged.lock)
+
+
+def _take_over(out: Path, stale: Path) -> Path:
+    """Rename a killed run's directory (locked by this run) to a name with this run's PID,
+    so that runs without locks also see it as live."""
+    for _ in range(100):
+        path = _sibling_name(out, "tmp")
+        if not path.exists():
+            os.rename(stale, path)
+            return path
+    raise DataError(f"cannot rename {stale} beside {out}; check the directory")
 
 
 def _publish(tmp: Path, out: Path) -> None:
@@ -93,10 +165,15 @@ def _publish(tmp: Path, out: Path) -> None:
         _unlock(lock)
 
 
+def _sibling_name(out: Path, tag: str) -> Path:
+    """A fresh name ``.OUT.TAG-PID-RANDOM`` beside ``out``."""
+    return out.with_name(f".{out.name}.{tag}-{os.getpid()}-{os.urandom(4).hex()}")
+
+
 def _sibling_dir(out: Path, tag: str) -> Path:
     """Create a new hidden directory beside ``out`` (mode from the umask, unlike mkdtemp)."""
     for _ in range(100):
-        path = out.with_name(f".{out.name}.{tag}-{os.getpid()}-{os.urandom(4).hex()}")
+        path = _sibling_name(out, tag)
         try:
             path.mkdir()
             return path
@@ -159,21 +236,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_siblings(out: Path) -> list[Path]:
-    """Remove the temporary directories beside ``out`` that killed runs left behind.
+def stale_siblings(out: Path) -> Iterator[tuple[Path, int]]:
+    """The temporary directories beside ``out`` that killed runs left behind, each with an
+    open descriptor through which this process holds its lock (where there are locks); the
+    consumer owns the descriptor: it closes it (:func:`_unlock`) or keeps the directory.
 
-    A directory is removed only when all of these hold: its name is one :func:`_sibling_dir`
+    A directory is yielded only when all of these hold: its name is one :func:`_sibling_dir`
     makes for ``out`` (``.OUT.tmp-PID-RANDOM`` / ``.OUT.old-PID-RANDOM``), it is a real
     directory, the process PID is gone, and nobody holds its lock (a live run holds one on its
     directory from creation to the end, which also covers runs in other PID namespaces). An
     ``.old-`` directory holds the previous dataset while a new one is moved into place; it is
-    removed only once ``out`` holds a dataset again. ``out`` itself is never touched.
+    yielded only once ``out`` holds a dataset again. ``out`` itself is never yielded.
     """
     if os.name != "posix" or not out.parent.is_dir():
-        return []
+        return
     pattern = re.compile(_SIBLING.format(name=re.escape(out.name)))
-    removed = []
-    for path in out.parent.iterdir():
+    for path in sorted(out.parent.iterdir()):
         match = pattern.fullmatch(path.name)
         if match is None or path.is_symlink() or not path.is_dir():
             continue
@@ -183,12 +261,7 @@ def remove_stale_siblings(out: Path) -> list[Path]:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
             continue  # gone meanwhile (its run finished) or not ours to open
-        try:
-            if _locked_elsewhere(fd):
-                continue
-            shutil.rmtree(path, ignore_errors=True)
-            if not path.exists():
-                removed.append(path)
-        finally:
+        if _locked_elsewhere(fd):
             os.close(fd)
-    return removed
+            continue
+        yield path, fd

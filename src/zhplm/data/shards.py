@@ -25,13 +25,14 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zhplm.data.output_dir import write_text_atomically
 from zhplm.errors import ConfigError, DataError
 from zhplm.tokenization import Tokenizer, vocab_hash
 
@@ -42,10 +43,12 @@ __all__ = [
     "FORMAT",
     "Document",
     "Sentence",
+    "Shard",
     "ShardWriter",
     "TokenDataset",
     "annotation_meta",
     "dataset_meta",
+    "vocab_fingerprint",
     "write_meta",
 ]
 
@@ -65,13 +68,21 @@ _RERUN = "re-run `zhplm preprocess` to rebuild it"
 
 
 class ShardWriter:
-    """Accumulates encoded documents and writes a shard once it holds ``shard_tokens``."""
+    """Accumulates encoded documents and writes a shard once it holds ``shard_tokens``.
 
-    def __init__(self, directory: Path, shard_tokens: int, dtype: np.dtype) -> None:
+    ``shards`` (the entries of shards already in ``directory``, as :attr:`shards` lists them)
+    continues a resumed run: the next shard gets the next number. ``on_flush`` is called after
+    each shard is written (a resumable run records its progress there).
+    """
+
+    def __init__(self, directory: Path, shard_tokens: int, dtype: np.dtype,
+                 shards: Sequence[dict[str, Any]] = (),
+                 on_flush: Callable[[], None] | None = None) -> None:
         self.directory = directory
         self.shard_tokens = shard_tokens
         self.dtype = dtype
-        self.shards: list[dict[str, Any]] = []
+        self.shards: list[dict[str, Any]] = [dict(s) for s in shards]
+        self.on_flush = on_flush
         self._reset()
 
     def _reset(self) -> None:
@@ -130,12 +141,14 @@ class ShardWriter:
         self.shards.append({"name": name, "num_tokens": len(ids),
                             "num_sentences": len(lengths), "num_documents": len(sizes)})
         self._reset()
+        if self.on_flush is not None:
+            self.on_flush()
 
 
 # --------------------------------------------------------------------------- meta.json
 
 
-def _vocab_fingerprint(vocab: PathLike, tokenizer: Tokenizer | None = None) -> str:
+def vocab_fingerprint(vocab: PathLike, tokenizer: Tokenizer | None = None) -> str:
     """:func:`vocab_hash` of the vocab file; for a ``tokenizer.json``-only directory, the hash
     of the ``vocab.txt`` that :meth:`Tokenizer.save_pretrained` would write."""
     path = Path(vocab)
@@ -156,7 +169,7 @@ def dataset_meta(shards: list[dict[str, Any]], tokenizer: Tokenizer, vocab: Path
     ``annotation`` (see :func:`annotation_meta`) is added only when given."""
     meta = {
         "format": FORMAT,
-        "vocab_hash": _vocab_fingerprint(vocab, tokenizer),
+        "vocab_hash": vocab_fingerprint(vocab, tokenizer),
         "vocab_size": tokenizer.vocab_size,
         "lowercase": tokenizer.lowercase,
         "segmenter": segmenter,
@@ -193,9 +206,9 @@ def annotation_meta(spec: str, labelled_tokens: np.ndarray | Sequence[int],
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
-    """Write ``meta`` as ``directory/meta.json``."""
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
-                                         encoding="utf-8")
+    """Write ``meta`` as ``directory/meta.json`` (atomically)."""
+    write_text_atomically(directory / "meta.json",
+                          json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------- reading
@@ -206,7 +219,10 @@ _SHARD_KEYS = ("name", "num_tokens", "num_sentences", "num_documents")
 
 
 @dataclass
-class _Shard:
+class Shard:
+    """One shard's arrays: token ids, word starts, cumulative sentence offsets (tokens) and
+    document offsets (sentences), and in an annotated dataset the linguistic labels."""
+
     tokens: np.ndarray
     word_starts: np.ndarray
     sentences: np.ndarray
@@ -291,9 +307,9 @@ class TokenDataset:
                             f"of each token, as meta.json says); {rerun}")
         return array
 
-    def _open_shard(self, info: dict[str, Any]) -> _Shard:
+    def _open_shard(self, info: dict[str, Any]) -> Shard:
         name = info["name"]
-        shard = _Shard(*(self._load(name, kind)
+        shard = Shard(*(self._load(name, kind)
                          for kind in ("tokens", "word_starts", "sentences", "documents")))
         if self.annotation is not None:
             shard.linguistic = self._load_linguistic(name, info["num_tokens"])
@@ -326,6 +342,11 @@ class TokenDataset:
         """``meta.json``'s ``"annotation"`` (annotator, tasks, labels, counts; see
         :func:`annotation_meta`), None for a dataset made without ``--annotate``."""
         return self._meta.get("annotation")
+
+    @property
+    def shards(self) -> list[Shard]:
+        """The memory-mapped shards, in order (documents never cross a shard)."""
+        return self._shards
 
     @property
     def num_documents(self) -> int:
@@ -390,7 +411,7 @@ class TokenDataset:
         name = source or str(self.path)
         path = Path(vocab)
         if path.exists():
-            expected = _vocab_fingerprint(path)
+            expected = vocab_fingerprint(path)
             target = str(path / "vocab.txt") if path.is_dir() else str(path)
         elif re.fullmatch(r"[0-9a-f]{16}", str(vocab)):
             expected, target = str(vocab), "MODEL_DIR/vocab.txt"

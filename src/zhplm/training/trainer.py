@@ -5,7 +5,8 @@ whose forward turns one micro-batch into a loss and summed statistics) over a `B
 (which hands out this rank's micro-batches for each optimiser step and can save/restore its
 position), with AdamW, a schedule, clipping, accumulation, bf16 autocast (`dtype`, resolved
 by `zhplm.env`: `auto` is bf16 only where the hardware has it), DDP, atomic
-checkpoints, exact resume, JSON-lines metrics and a progress bar.
+checkpoints, exact resume, JSON-lines metrics (with `data_wait_s`, the mean time a step
+waited for its batches, and `data_wait_max_s`) and a progress bar.
 
 Losses are sums divided by *global* normalisers (e.g. the number of predicted tokens over
 all ranks and micro-batches of the step), so one process with batch B and N processes with
@@ -179,6 +180,7 @@ class Trainer:
         self._window: dict[str, float] = {}
         self._last_eval: dict[str, float] = {}
         self._window_start = time.perf_counter()
+        self._wait_sum = self._wait_max = 0.0  # seconds the window's steps waited for data
         self.wrapped: nn.Module = (
             DistributedDataParallel(module) if self.env.distributed else module
         )
@@ -269,7 +271,11 @@ class Trainer:
         return last
 
     def _train_step(self) -> dict[str, Tensor]:
+        waited = time.perf_counter()
         batches = self.source.next_step(self.config.grad_accum)
+        waited = time.perf_counter() - waited
+        self._wait_sum += waited
+        self._wait_max = max(self._wait_max, waited)
         if hasattr(self.module, "begin_step"):  # scheduled loss weights (LERT's LIP)
             self._scheduled = self.module.begin_step(self.step, self.config.total_steps)
         normalizers = self.module.normalizers(batches)
@@ -315,6 +321,9 @@ class Trainer:
         metrics["tokens_per_s"] = metrics.pop("tokens", 0.0) / max(elapsed, 1e-9)
         metrics["steps_per_s"] = window.get("loss_count", 0.0) / max(elapsed, 1e-9)
         metrics["lr"] = max(self.scheduler.get_last_lr())
+        steps = max(window.get("loss_count", 0.0), 1e-9)
+        metrics["data_wait_s"] = self._wait_sum / steps  # this rank's mean wait per step
+        metrics["data_wait_max_s"] = self._wait_max
         metrics.update(self._scheduled)  # the values the last update used
         record = {"step": self.step, **{k: round(v, 6) for k, v in metrics.items()}}
         self._log(record)
@@ -322,6 +331,7 @@ class Trainer:
                          if k in ("loss", "mlm_loss", "mlm_acc", "gen_acc", "disc_acc", "lr",
                                   "tokens_per_s")})
         self._window, self._window_start = {}, time.perf_counter()
+        self._wait_sum = self._wait_max = 0.0
         return metrics
 
     def _evaluate_and_report(self) -> bool:
