@@ -8,7 +8,7 @@ Data: the built-in corpus (`zhplm.datasets.write_corpus`), a WordPiece vocab bui
 (~8.3k tokens) padded with unused `[padN]` tokens to 21128 (the size of the Chinese vocab
 HFL's ELECTRA uses, so the generator's vocabulary projection costs what it costs there; the
 same cache as benchmarks/pretrain_throughput.py), preprocessed by `zhplm.data.corpus.
-preprocess`. Instances are built and masked as zhplm's recipe does (`build_instances`,
+preprocess`. Instances are built and masked as zhplm's recipe does (`build_epoch`,
 full sentences packed to 128 tokens, no short sequences; `PretrainCollator` with ELECTRA's
 masking: 15 % of the tokens, at most int((0.15 + 0.005) x 128) = 19, 85 % [MASK], 15 %
 kept). The parent process collates all `--warmup + --steps` batches once and both sides
@@ -101,11 +101,11 @@ def make_batches(vocab: Path, dataset: Path, count: int, batch_size: int, seq_le
                  seed: int) -> tuple[list[dict], float, int]:
     """`count` ELECTRA-masked batches, as zhplm's recipe builds them; also the mean collate
     time (s) and the vocab size."""
-    import numpy as np
-
-    from zhplm.data.collate import InstanceStream, PretrainCollator
-    from zhplm.data.instances import InstanceConfig, SpecialIds, build_instances
+    from zhplm.data.collate import PretrainCollator
+    from zhplm.data.epochs import Corpus, DocumentSet, build_epoch
+    from zhplm.data.instances import InstanceConfig, SpecialIds
     from zhplm.data.shards import TokenDataset
+    from zhplm.data.stream import InstanceStream
     from zhplm.objectives.electra import ElectraSection
     from zhplm.tokenization import Tokenizer
 
@@ -114,14 +114,10 @@ def make_batches(vocab: Path, dataset: Path, count: int, batch_size: int, seq_le
     data.check_vocab(str(vocab), source=str(dataset))
     special = SpecialIds.from_tokenizer(tokenizer)
     config = InstanceConfig("full_sentences", seq_length, 0.0)
-    docs = list(range(data.num_documents))
-
-    def build_epoch(epoch: int):  # noqa: ANN202
-        epoch_seed = int(np.random.SeedSequence((seed, epoch)).generate_state(1)[0])
-        return build_instances(data.document, docs, config, special, epoch_seed)
-
+    corpus = Corpus(data.shards, DocumentSet(data.num_documents))
     collate = PretrainCollator(ElectraSection().masking(seq_length), special, seed)
-    stream = InstanceStream(build_epoch, collate, batch_size, 0, 1, seed)
+    stream = InstanceStream(lambda epoch: build_epoch(corpus, config, special, seed, epoch),
+                            collate, batch_size, 0, 1)
     stream.next_step(1)  # builds the epoch's instances (not part of the collate time)
     stream.load_state_dict({"epoch": 0, "position": 0})
     batches, start = [], time.perf_counter()

@@ -192,14 +192,13 @@ def test_resumed_stream_continues_exactly(parts):
         again.close()
 
 
-def test_two_ranks_equal_one_rank_and_read_only_their_slice(parts):
-    one = small_stream(parts, 0, micro=16, kind="full_sentences")
-    ranks = [small_stream(parts, 0, rank=r, world=2, micro=8, kind="full_sentences")
-             for r in range(2)]
+@pytest.mark.parametrize("kind", ["full_sentences", "nsp"])
+def test_two_ranks_equal_one_rank_and_read_only_their_slice(parts, kind):
+    one = small_stream(parts, 0, micro=16, kind=kind)
+    ranks = [small_stream(parts, 0, rank=r, world=2, micro=8, kind=kind) for r in range(2)]
     read: list[list[int]] = [[], []]
     for r, stream in enumerate(ranks):  # record which instances each rank cuts
-        index = stream.epoch_index(0)
-        original = index.reader.read
+        original = stream.epoch_index(0).reader.read
 
         def spy(refs, r=r, original=original):  # noqa: ANN001, ANN202
             read[r].extend(refs.ids.tolist())
@@ -210,3 +209,8 @@ def test_two_ranks_equal_one_rank_and_read_only_their_slice(parts):
         apart = rows(ranks[0].next_step(1)[0]) + rows(ranks[1].next_step(1)[0])
         assert together == apart
     assert len(read[0]) == len(read[1]) == 3 * 8 and not set(read[0]) & set(read[1])
+    whole, half = one.epoch_index(0).nbytes, ranks[0].epoch_index(0).nbytes
+    if kind == "nsp":  # 13 bytes per instance, and each rank keeps its half of them
+        assert half <= whole / 2 + 64
+        with pytest.raises(IndexError):
+            ranks[0].epoch_index(0).refs_at(np.arange(8, 16))  # rank 1's positions

@@ -215,7 +215,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         inputs = [datasets.write_corpus(Path(args.out).with_name("builtin_corpus.txt"))]
     meta = preprocess(inputs, args.vocab, args.out, workers=args.workers, strict=args.strict,
                       segmenter=args.segmenter, layout=args.layout, overwrite=args.overwrite,
-                      progress=True, annotate=args.annotate)
+                      progress=True, annotate=args.annotate,
+                      shard_tokens=args.shard_tokens)
     skipped = {k: v for k, v in meta["skipped"].items() if v}
     print(f"wrote {args.out}: {meta['num_documents']} documents, {meta['num_sentences']} "
           f"sentences, {meta['num_tokens']} tokens in {len(meta['shards'])} shard(s), "
@@ -560,6 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--strict", action="store_true",
                      help="stop at the first bad line instead of skipping and counting it")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    sub.add_argument("--shard-tokens", type=int, default=1 << 23, metavar="N",
+                     help="start a new shard (at a document boundary) once one holds N "
+                          "tokens; a killed run resumes from its last finished shard "
+                          "(default 8388608, about 25 MB of Chinese text)")
     sub.add_argument("--annotate", metavar="jieba|conll:PATH",
                      help="LERT's per-token POS/NER/DEP labels: 'jieba' (jieba.posseg; POS "
                           "and NER, no DEP) or 'conll:PATH' (a CoNLL-U/CoNLL-X parse of the "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from zhplm.data.collate import PretrainCollator
 from zhplm.data.epochs import Corpus, DocumentSet, build_epoch
 from zhplm.data.instances import InstanceConfig, Instances, SpecialIds
 from zhplm.data.masking import MaskingConfig
-from zhplm.data.shards import TokenDataset, token_counts
+from zhplm.data.shards import TokenDataset
 from zhplm.data.stream import InstanceStream
 from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.bert import BertForMaskedLM, BertForPreTraining
@@ -176,11 +177,12 @@ def _load_model(recipe: PretrainRecipe, tokenizer: Tokenizer, resume_from: Path 
 
 
 def init_unigram_bias(model: BertForMaskedLM | BertForPreTraining, dataset: TokenDataset,
-                      documents: DocumentSet) -> None:
+                      documents: DocumentSet | Sequence[int]) -> None:
     """Set the MLM output bias to the log unigram frequencies of `documents` (add-one
     smoothed, centred): the untrained model then predicts the unigram distribution."""
-    counts = 1.0 + token_counts(dataset, documents.ids(np.arange(len(documents))),
-                                model.config.vocab_size)
+    if not isinstance(documents, DocumentSet):
+        documents = DocumentSet.of(documents)
+    counts = 1.0 + Corpus(dataset.shards, documents).token_counts(model.config.vocab_size)
     log_freq = np.log(counts / counts.sum())
     with torch.no_grad():
         bias = model.cls.predictions.bias

@@ -112,7 +112,7 @@ def preprocess(
     strict: bool = False,
     segmenter: Segmenter = "jieba",
     layout: Layout = "auto",
-    shard_tokens: int = 1 << 25,
+    shard_tokens: int = 1 << 23,
     chunk_documents: int = 1000,
     min_sentence_tokens: int = 1,
     progress: bool = False,
@@ -135,7 +135,9 @@ def preprocess(
         strict: raise :class:`DataError` at the first invalid line instead of skipping it.
         segmenter: ``"jieba"`` word starts (whole-word masking) or ``"none"`` (WordPiece words).
         layout: text file layout: ``"auto"``, ``"line"`` or ``"blank"`` (see iter_documents).
-        shard_tokens: start a new shard, at a document boundary, once a shard holds this many.
+        shard_tokens: start a new shard, at a document boundary, once a shard holds this many
+            (default 8M tokens: about 25 MB of Chinese text; memory holds one shard, and a
+            killed run resumes from its last finished shard).
         chunk_documents: documents read and encoded per task (at most; a task also ends at
             about 64k characters).
         min_sentence_tokens: drop (and count) sentences with fewer tokens.

@@ -232,6 +232,15 @@ class Corpus:
                           np.concatenate([[0], np.cumsum(lengths_all)]).astype(np.int64))
         return self._runs
 
+    def token_counts(self, vocab_size: int) -> np.ndarray:
+        """How often each token id occurs in the member documents (float64, `vocab_size`)."""
+        counts = np.zeros(vocab_size, dtype=np.float64)
+        shard_ids, run_starts, cum = self.runs()
+        for k, start, length in zip(shard_ids, run_starts, np.diff(cum), strict=True):
+            tokens = self.shards[k].tokens[start:start + length]
+            counts += np.bincount(tokens, minlength=vocab_size)[:vocab_size]
+        return counts
+
     @property
     def stream_tokens(self) -> int:
         """Tokens in the member documents."""
@@ -350,6 +359,17 @@ class Epoch:
         per instance, cheap to send to a worker process."""
         raise NotImplementedError
 
+    def refs_at(self, positions: np.ndarray | Sequence[int]) -> InstanceRefs:
+        """The refs of the instances at epoch ``positions``."""
+        return self.refs(self.ids(positions))
+
+    def keep_share(self, rank: int, world_size: int, micro_batch: int,
+                   micro_batches: int) -> None:
+        """Keep only what ``rank`` reads when each global batch of ``micro_batch x
+        world_size x micro_batches`` positions is split as :class:`~zhplm.data.stream
+        .InstanceStream` splits it; :meth:`refs_at` then serves this rank's positions only.
+        The default keeps everything: an index with nothing per instance to share."""
+
     def read(self, refs: InstanceRefs) -> Instances:
         """The instances of ``refs``, cut from the shards (uses no index array)."""
         return self.reader.read(refs)
@@ -427,6 +447,7 @@ class PairEpoch(Epoch):
         self.corpus, self.config, self.special = corpus, config, special
         self.seed, self.epoch = seed, epoch
         self.reader = InstanceReader(corpus, config, special, seed)
+        self._share: tuple[int, int, int, int] | None = None
         longest = config.seq_length - 3
         many_docs = len(corpus.docs) > 1
         parts: list[tuple[np.ndarray, ...]] = []
@@ -472,10 +493,42 @@ class PairEpoch(Epoch):
         self.order = Permutation(len(self.first), (seed, epoch, 1))
 
     def refs(self, ids: np.ndarray | Sequence[int]) -> InstanceRefs:
-        ids = np.asarray(ids, dtype=np.int64)
-        return InstanceRefs(self.epoch, ids, {"first": self.first[ids],
-                                              "a": self.a_sentences[ids],
-                                              "used": self.used[ids], "label": self.label[ids]})
+        if self._share is not None:
+            raise ValueError("this epoch index keeps one rank's share; use refs_at(positions)")
+        return self._refs(np.asarray(ids, dtype=np.int64), np.asarray(ids, dtype=np.int64))
+
+    def _refs(self, ids: np.ndarray, rows: np.ndarray) -> InstanceRefs:
+        return InstanceRefs(self.epoch, ids, {"first": self.first[rows],
+                                              "a": self.a_sentences[rows],
+                                              "used": self.used[rows], "label": self.label[rows]})
+
+    def keep_share(self, rank: int, world_size: int, micro_batch: int,
+                   micro_batches: int) -> None:
+        if world_size == 1:
+            return
+        global_batch = micro_batch * world_size * micro_batches
+        steps = len(self) // global_batch
+        positions = (np.arange(steps)[:, None, None] * global_batch
+                     + ((np.arange(micro_batches) * world_size + rank) * micro_batch
+                        )[None, :, None]
+                     + np.arange(micro_batch)[None, None, :]).reshape(-1)
+        ids = self.ids(positions)  # this rank's instances, in the order it reads them
+        self.first, self.a_sentences = self.first[ids], self.a_sentences[ids]
+        self.used, self.label = self.used[ids], self.label[ids]
+        self._share = (rank, world_size, micro_batch, micro_batches)
+
+    def refs_at(self, positions: np.ndarray | Sequence[int]) -> InstanceRefs:
+        positions = np.asarray(positions, dtype=np.int64)
+        ids = self.ids(positions)
+        if self._share is None:
+            return self._refs(ids, ids)
+        rank, world_size, micro, micro_batches = self._share
+        offset = positions % (micro * world_size * micro_batches)
+        if ((offset // micro) % world_size != rank).any():
+            raise IndexError(f"positions outside rank {rank}'s share of the epoch")
+        rows = (positions // (micro * world_size * micro_batches) * (micro_batches * micro)
+                + offset // (micro * world_size) * micro + offset % micro)
+        return self._refs(ids, rows)
 
 
 def build_epoch(corpus: Corpus, config: InstanceConfig, special: SpecialIds, seed: int,

@@ -4,7 +4,8 @@
 the next ``global_batch`` positions of the epoch's seeded order; rank r's micro-batch j is the
 slice ``[(j * world + r) * micro, +micro)`` of them, so the instances of a step are the same
 for any number of ranks, and each rank only ever reads its own. A partial last step of an
-epoch is dropped.
+epoch is dropped. An index with something stored per instance (the pair kinds') keeps only
+this rank's share (:meth:`~zhplm.data.epochs.Epoch.keep_share`).
 
 The main process turns positions into :class:`~zhplm.data.epochs.InstanceRefs` (a few numbers
 per instance); cutting the instances from the shards and collating them (masking, ELECTRA's
@@ -100,7 +101,7 @@ class InstanceStream:
         self._built: dict[int, Epoch | BaseException] = {}
         self._lock = threading.Lock()
         self._batches: Iterator[tuple[PretrainBatch, tuple[int, int] | None]] | None = None
-        self._micro_batches = 0
+        self._micro_batches = 1  # per step: the trainer's grad_accum
 
     # ---- epochs ---------------------------------------------------------------------------
     def _build_in_background(self, epoch: int) -> None:
@@ -110,7 +111,7 @@ class InstanceStream:
 
             def run() -> None:
                 try:
-                    result: Epoch | BaseException = self.build_epoch(epoch)
+                    result: Epoch | BaseException = self._build(epoch)
                 except BaseException as err:  # noqa: BLE001 - raised in the caller
                     result = err
                 with self._lock:
@@ -119,6 +120,13 @@ class InstanceStream:
             thread = threading.Thread(target=run, name=f"zhplm-epoch-{epoch}", daemon=True)
             self._building[epoch] = thread
             thread.start()
+
+    def _build(self, epoch: int) -> Epoch:
+        """The index of ``epoch``, keeping this rank's share only."""
+        index = self.build_epoch(epoch)
+        index.keep_share(self.rank, self.world_size, self.micro_batch,
+                         self._micro_batches)
+        return index
 
     def epoch_index(self, epoch: int) -> Epoch:
         """The index of ``epoch`` (built now, or taken from the thread that built it ahead);
@@ -133,7 +141,7 @@ class InstanceStream:
                     raise result
                 self._epochs[epoch] = result
             else:
-                self._epochs[epoch] = self.build_epoch(epoch)
+                self._epochs[epoch] = self._build(epoch)
             for old in [e for e in self._epochs if e < epoch]:
                 del self._epochs[old]
         self._build_in_background(epoch + 1)
@@ -153,13 +161,18 @@ class InstanceStream:
                 continue
             for j in range(micro_batches):
                 start = position + (j * self.world_size + self.rank) * self.micro_batch
-                refs = index.refs(index.ids(np.arange(start, start + self.micro_batch)))
+                refs = index.refs_at(np.arange(start, start + self.micro_batch))
                 last = j == micro_batches - 1
                 yield _Job(refs, (epoch, position + global_batch) if last else None)
             position += global_batch
 
     def _start(self, micro_batches: int) -> None:
         self.close()
+        if micro_batches != self._micro_batches and self.world_size > 1:
+            # the shares kept were cut for steps of another number of micro-batches
+            self._join_builders()
+            self._epochs.clear()
+        self._micro_batches = micro_batches
         reader = self.epoch_index(self.epoch).reader
         loader = torch.utils.data.DataLoader(
             _Collate(reader, self.collate), batch_size=None,
@@ -172,7 +185,6 @@ class InstanceStream:
             generator=torch.Generator().manual_seed(0),
         )
         self._batches = iter(loader)
-        self._micro_batches = micro_batches
 
     def next_step(self, micro_batches: int) -> list[PretrainBatch]:
         """The micro-batches of this rank for the next optimiser step."""
@@ -186,6 +198,12 @@ class InstanceStream:
             if after is not None:
                 self.epoch, self.position = after
         return batches
+
+    def _join_builders(self) -> None:
+        for thread in self._building.values():
+            thread.join()
+        self._building.clear()
+        self._built.clear()
 
     def close(self) -> None:
         """Stop the collation workers (a later `next_step` starts them again)."""
