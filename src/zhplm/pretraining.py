@@ -92,6 +92,14 @@ class DataSection:
     workers: int = 0     # collation worker processes (0: in the training process)
     prefetch: int = 2    # micro-batches each worker prepares ahead
 
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"data.workers={self.workers}; use 0 (collate in the training "
+                              "process) or more worker processes")
+        if self.prefetch < 1:
+            raise ConfigError(f"data.prefetch={self.prefetch}; use 1 or more micro-batches "
+                              "per worker")
+
     def instance_config(self) -> InstanceConfig:
         return InstanceConfig(self.kind, self.seq_length, self.short_seq_prob)
 
@@ -288,7 +296,7 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
                                 recipe.train.seed + 1, 0)
         if len(dev_index):
             count = min(len(dev_index), recipe.data.eval_instances)
-            dev = dev_index.instances(np.arange(count))
+            dev = dev_index.instances(dev_index.ids(np.arange(count)))  # a shuffled sample
             evaluate = make_evaluator(module, collate, dev, recipe.data.eval_instances,
                                       recipe.train.micro_batch_size(1))
     trainer = Trainer(module, stream, recipe.train, out, env=env, evaluate=evaluate,

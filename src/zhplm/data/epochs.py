@@ -12,7 +12,7 @@ cut from the memory-mapped shards only when a batch needs it (:meth:`Epoch.insta
   circular token stream, cut into sequences of ``seq_length - 2`` tokens (a short target now
   and then, ``short_seq_prob``) starting at a random phase: every token is in exactly one
   instance per epoch. Only the short instances are stored (index and length, ~10 % of
-  instances), so the index takes ~1.6 bytes per instance.
+  instances), so the index takes ~1.8 bytes per instance.
 * :class:`PairEpoch` (``nsp``, ``sop``, ``sentence_order``) — each document is cut into chunks
   of consecutive sentences (all documents advance one chunk per vectorised round); a chunk is
   13 bytes: first sentence, sentences in A, sentences used, label. Which document B comes from,
@@ -55,13 +55,22 @@ _BLOCK = 1 << 16  # instances drawn per vectorised block
 
 
 def _concat_or_empty(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+
+# What each generator of an epoch is for: a spawn key, so no stream of an epoch equals the
+# collator's masking stream of an instance, seeded by the entropy (seed, epoch, instance id).
+_PACK, _CHUNK, _READ, _ORDER = 1, 2, 3, 4
+
+
+def _rng(seed: int, epoch: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence((seed, epoch), spawn_key=key))
 
 
 # --------------------------------------------------------------------------- documents
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DocumentSet:
     """Documents ``0..total-1`` of a dataset, all of them, those held out (every
     ``stride``-th), the others, or an explicit sorted list."""
@@ -147,8 +156,8 @@ class Corpus:
     @classmethod
     def from_documents(cls, documents: Sequence[Sequence[Segment]]) -> Corpus:
         """An in-memory corpus of documents (lists of sentences), all of them in the set;
-        empty sentences are dropped."""
-        kept = [[s for s in doc if len(s[0])] for doc in documents]
+        empty sentences, and documents left empty, are dropped."""
+        kept = [d for d in ([s for s in doc if len(s[0])] for doc in documents) if d]
         sentences = [s for doc in kept for s in doc]
         lengths = np.array([len(s[0]) for s in sentences], dtype=np.int64)
         arrays = [np.concatenate([s[i] for s in sentences]) if sentences else
@@ -294,7 +303,7 @@ class InstanceReader:
               ) -> tuple[list[Segment], list[Segment], int]:
         corpus, kind = self.corpus, self.config.kind
         longest = self.config.seq_length - 3
-        rng = np.random.default_rng((self.seed, epoch, 3, i))
+        rng = _rng(self.seed, epoch, _READ, i)
         shard, first = corpus.locate_sentence(first)
         if (kind == "nsp" and label == 1) or (kind == "sentence_order" and label == 2):
             a = corpus.sentences(shard, first, first + a_end)
@@ -392,7 +401,7 @@ class PackedEpoch(Epoch):
         self.corpus, self.config, self.special = corpus, config, special
         self.epoch = epoch
         self.reader = InstanceReader(corpus, config, special, seed)
-        rng = np.random.default_rng((seed, epoch, 0))
+        rng = _rng(seed, epoch, _PACK)
         total = corpus.stream_tokens
         longest = config.seq_length - 2
         self.phase = int(rng.integers(total)) if total else 0
@@ -418,7 +427,7 @@ class PackedEpoch(Epoch):
         self.short_length = np.concatenate(short_length + [np.zeros(1)]).astype(np.uint16)
         deficit = longest - self.short_length[:-1].astype(np.int64)
         self.deficit_before = np.concatenate([[0], np.cumsum(deficit)]).astype(np.int64)
-        self.order = Permutation(count, (seed, epoch, 1))
+        self.order = Permutation(count, (seed, epoch, _ORDER))
 
     def spans(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(stream offset, length) of instances ``ids``: an instance starts where the one
@@ -456,9 +465,8 @@ class PairEpoch(Epoch):
             s, e = corpus.member_documents(k)
             live = e > s
             s, e = s[live], e[live]
-            step = 0
+            rng = _rng(seed, epoch, _CHUNK, k)  # one stream per shard, drawn round by round
             while len(s):
-                rng = np.random.default_rng((seed, epoch, 2, k, step))
                 m = len(s)
                 goal = np.where(rng.random(m) < config.short_seq_prob,
                                 rng.integers(2, longest + 1, size=m), longest)
@@ -479,18 +487,18 @@ class PairEpoch(Epoch):
                 one_token = (n == 1) & ~other & (
                     np.asarray(offsets[s + 1], dtype=np.int64) - start_tokens < 2)
                 keep = ~one_token
-                parts.append(((s + corpus.sentence_offsets[k])[keep], a[keep], used[keep],
-                              label[keep]))
+                parts.append(((s + corpus.sentence_offsets[k])[keep],  # final dtypes now:
+                              a[keep].astype(np.uint16), used[keep].astype(np.uint16),
+                              label[keep]))  # a build holds ~2x the index, not more
                 s = s + used
                 live = s < e
                 s, e = s[live], e[live]
-                step += 1
         columns = list(zip(*parts, strict=True)) if parts else [[], [], [], []]
         dtypes = (np.int64, np.uint16, np.uint16, np.uint8)
         self.first, self.a_sentences, self.used, self.label = (
-            np.concatenate(c).astype(d) if len(c) else np.zeros(0, d)
-            for c, d in zip(columns, dtypes, strict=True))
-        self.order = Permutation(len(self.first), (seed, epoch, 1))
+            _concat_or_empty(list(c), d) for c, d in zip(columns, dtypes, strict=True))
+        del parts, columns
+        self.order = Permutation(len(self.first), (seed, epoch, _ORDER))
 
     def refs(self, ids: np.ndarray | Sequence[int]) -> InstanceRefs:
         if self._share is not None:

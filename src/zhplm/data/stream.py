@@ -19,6 +19,7 @@ an epoch boundary does not wait for it.
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -60,6 +61,9 @@ class _Collate(torch.utils.data.Dataset):
 
     def __len__(self) -> int:  # never used for sampling: the sampler is the job plan
         return 0
+
+
+_FORK = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 
 
 def _ignore_signals(worker_id: int) -> None:  # noqa: ARG001
@@ -128,7 +132,7 @@ class InstanceStream:
                          self._micro_batches)
         return index
 
-    def epoch_index(self, epoch: int) -> Epoch:
+    def epoch_index(self, epoch: int, build_next: bool = True) -> Epoch:
         """The index of ``epoch`` (built now, or taken from the thread that built it ahead);
         starts building the next one."""
         if epoch not in self._epochs:
@@ -144,7 +148,8 @@ class InstanceStream:
                 self._epochs[epoch] = self._build(epoch)
             for old in [e for e in self._epochs if e < epoch]:
                 del self._epochs[old]
-        self._build_in_background(epoch + 1)
+        if build_next:
+            self._build_in_background(epoch + 1)
         return self._epochs[epoch]
 
     # ---- the plan of micro-batches ----------------------------------------------------------
@@ -173,7 +178,7 @@ class InstanceStream:
             self._join_builders()
             self._epochs.clear()
         self._micro_batches = micro_batches
-        reader = self.epoch_index(self.epoch).reader
+        reader = self.epoch_index(self.epoch, build_next=False).reader  # no thread at fork
         loader = torch.utils.data.DataLoader(
             _Collate(reader, self.collate), batch_size=None,
             sampler=_Plan(self, micro_batches, self.epoch, self.position),
@@ -183,8 +188,12 @@ class InstanceStream:
             # its own generator: drawing the workers' base seed from torch's global one would
             # shift the model's dropout stream wherever the loader is (re)started (resume)
             generator=torch.Generator().manual_seed(0),
+            multiprocessing_context=_FORK if self.workers else None,
         )
+        # fork (where there is one): workers share the memory-mapped shards instead of
+        # receiving a pickled copy of them
         self._batches = iter(loader)
+        self._build_in_background(self.epoch + 1)
 
     def next_step(self, micro_batches: int) -> list[PretrainBatch]:
         """The micro-batches of this rank for the next optimiser step."""
@@ -193,7 +202,11 @@ class InstanceStream:
         assert self._batches is not None
         batches = []
         for _ in range(micro_batches):
-            batch, after = next(self._batches)
+            try:
+                batch, after = next(self._batches)
+            except BaseException:
+                self.close()  # the next call starts again from the last finished step
+                raise
             batches.append(batch)
             if after is not None:
                 self.epoch, self.position = after
