@@ -60,9 +60,9 @@ def cpu_name() -> str:
 
 def datasets_in(root: Path) -> tuple[Path, Path, Path]:
     """(vocab dir, plain dataset, annotated dataset) of the built-in corpus, made once."""
-    vocab = root / "vocab"
+    vocab = root / "vocab.txt"
     corpus = datasets.write_corpus(root / "corpus.txt")
-    if not (vocab / "vocab.txt").is_file():
+    if not vocab.is_file():
         build_vocab([corpus], vocab_size=8000, out=vocab)
     plain, annotated = root / "plain", root / "annotated"
     if not (plain / "meta.json").is_file():

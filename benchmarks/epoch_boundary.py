@@ -40,8 +40,8 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     corpus = datasets.write_corpus(out / "builtin.txt")
-    vocab = out / "vocab"
-    if not (vocab / "vocab.txt").is_file():
+    vocab = out / "vocab.txt"
+    if not vocab.is_file():
         build_vocab([corpus], vocab_size=8000, out=vocab)
     dataset = out / f"dataset-{args.documents}"
     if not (dataset / "meta.json").is_file():
@@ -64,7 +64,7 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(run)], check=True)
         command = [sys.executable, "-m", "zhplm", "pretrain", "--dtype", "fp32",
                    f"output_dir={run}", "model.preset=tiny", f"data.dataset={dataset}",
-                   f"data.vocab={vocab / 'vocab.txt'}", "data.seq_length=128",
+                   f"data.vocab={vocab}", "data.seq_length=128",
                    f"data.workers={workers}", "train.batch_size=32",
                    f"train.total_steps={steps}", "train.report_steps=1",
                    "train.save_checkpoint_steps=0", "train.eval_steps=0",
