@@ -78,8 +78,14 @@ def test_pretraining_memory_does_not_grow_with_the_corpus(small_dataset, zh_voca
     assert large_mb - small_mb < min(16.0, per_token_before / 4), (small_mb, large_mb)
 
 
-def test_sigkill_resume_across_epoch_boundaries_with_workers(small_dataset, zh_vocab_dir,
-                                                            tmp_path):
+def test_sigkill_resume_across_epoch_boundaries_with_workers(zh_vocab_dir, tmp_path):
+    from zhplm import datasets
+    from zhplm.data.corpus import preprocess
+
+    corpus = tmp_path / "corpus.txt"  # 300 documents: epochs of a few small steps
+    corpus.write_text("\n".join(list(datasets.corpus_lines())[:300]) + "\n", encoding="utf-8")
+    small_dataset = tmp_path / "dataset"
+    preprocess([corpus], zh_vocab_dir / "vocab.txt", small_dataset)
     special = SpecialIds.from_tokenizer(Tokenizer.from_pretrained(zh_vocab_dir))
     dataset = TokenDataset(small_dataset)
     train, _ = DocumentSet.split(dataset.num_documents, 0.05)
@@ -88,7 +94,7 @@ def test_sigkill_resume_across_epoch_boundaries_with_workers(small_dataset, zh_v
     batch = 2 * int(np.ceil(len(epoch) / 7 / 2))  # an epoch of ~7 steps: 20 steps cross two
     full, killed = kill_then_resume(lambda out: recipe_args(
         small_dataset, zh_vocab_dir, out, **{"train.batch_size": batch, "data.workers": 2,
-                                             "data.prefetch": 3}), tmp_path)
+                                             "data.prefetch": 3}), tmp_path / "runs")
     state = json.loads((killed / "checkpoints" / "step-00000020" / "trainer_state.json")
                        .read_text())
     assert state["data"]["epoch"] >= 2, state

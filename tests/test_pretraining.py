@@ -31,7 +31,19 @@ def test_short_tiny_run_lowers_held_out_mlm_loss(small_dataset, zh_vocab_dir, tm
     # Untrained, the loss is about ln(vocab) = ln(8000) = 9.0.
     assert losses[1] > 8.0
     assert metrics["eval_mlm_loss"] < losses[1] - 2.0, metrics
-    assert metrics["eval_mlm_acc"] > 0.05
+    # 150 tiny steps learn the unigram mode (the accuracy of always guessing the most
+    # frequent token, 5.0 % here), not yet context: the held-out accuracy sits at that rate,
+    # +-0.6 % of sampling noise on ~1,100 masked tokens (it was 4.99 % in one CI run)
+    from zhplm.data.instances import SpecialIds
+    from zhplm.data.shards import TokenDataset, token_counts
+    from zhplm.tokenization import Tokenizer
+
+    special = SpecialIds.from_tokenizer(Tokenizer.from_pretrained(zh_vocab_dir))
+    dataset = TokenDataset(small_dataset)
+    counts = token_counts(dataset, range(dataset.num_documents), special.vocab_size)
+    counts[: special.first_normal] = 0  # special ids are never labels
+    mode_rate = counts.max() / counts.sum()
+    assert metrics["eval_mlm_acc"] > 0.8 * mode_rate, (metrics, mode_rate)
     hf = transformers.BertForMaskedLM.from_pretrained(tmp_path / "run" / "model")
     assert hf.config.num_hidden_layers == 2
     assert (tmp_path / "run" / "checkpoints" / "step-00000150" / "training_state.pt").is_file()
