@@ -29,3 +29,22 @@ def corpus_and_vocab(vocab_size: int) -> tuple[Path, Path]:
         tokens += [f"[pad{i}]" for i in range(vocab_size - len(tokens))]
         vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
     return corpus, vocab
+
+
+def builtin_dataset(vocab: Path, documents: int | None = None,
+                    annotate: str | None = None) -> Path:
+    """The built-in corpus (its first `documents` documents; with `annotate`, LERT's labels)
+    preprocessed with `vocab` by `zhplm preprocess` (2 workers), cached in CACHE."""
+    from zhplm.data.corpus import preprocess
+
+    corpus, _ = corpus_and_vocab(8000)
+    name = f"dataset-{vocab.stem}-{documents or 'all'}-{annotate or 'plain'}"
+    dataset = CACHE / name
+    if not (dataset / "meta.json").is_file():
+        source = corpus
+        if documents is not None:
+            source = CACHE / f"corpus-{documents}.txt"
+            lines = corpus.read_text(encoding="utf-8").splitlines()[:documents]
+            source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        preprocess([source], vocab, dataset, workers=2, annotate=annotate, overwrite=True)
+    return dataset

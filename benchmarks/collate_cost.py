@@ -1,6 +1,6 @@
 """Collation cost per optimiser step at the recipes' real shapes, against the step time.
 
-    python benchmarks/collate_cost.py [--steps 3] [--workers 0,2] [--out DIR]
+    python benchmarks/collate_cost.py [--steps 3] [--workers 0,2]
 
 For `roberta-base-stage2` (seq 512, global batch 128, token masking) and `lert-small` (seq 512,
 global batch 1024, n-gram masking over words + LERT's linguistic labels), it times what the
@@ -27,18 +27,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_data import builtin_dataset, corpus_and_vocab
 
-from zhplm import datasets
 from zhplm.config import preset
 from zhplm.data.collate import PretrainCollator
-from zhplm.data.corpus import preprocess
 from zhplm.data.epochs import Corpus, DocumentSet, build_epoch
 from zhplm.data.instances import InstanceConfig, SpecialIds
 from zhplm.data.masking import MaskingConfig
 from zhplm.data.shards import TokenDataset
 from zhplm.data.stream import InstanceStream
 from zhplm.modeling.bert import BertForMaskedLM
-from zhplm.tokenization import Tokenizer, build_vocab
+from zhplm.tokenization import Tokenizer
 
 SHAPES = {  # recipe: (model preset, seq, global batch, masking, annotated)
     "roberta-base-stage2": ("base", 512, 128,
@@ -58,21 +57,10 @@ def cpu_name() -> str:
         return platform.processor()
 
 
-def datasets_in(root: Path) -> tuple[Path, Path, Path]:
-    """(vocab dir, plain dataset, annotated dataset) of the built-in corpus, made once."""
-    vocab = root / "vocab.txt"
-    corpus = datasets.write_corpus(root / "corpus.txt")
-    if not vocab.is_file():
-        build_vocab([corpus], vocab_size=8000, out=vocab)
-    plain, annotated = root / "plain", root / "annotated"
-    if not (plain / "meta.json").is_file():
-        preprocess([corpus], vocab, plain, workers=2)
-    if not (annotated / "meta.json").is_file():
-        lines = Path(corpus).read_text(encoding="utf-8").splitlines()
-        part = root / "corpus-annotated.txt"
-        part.write_text("\n".join(lines[:6000]) + "\n", encoding="utf-8")
-        preprocess([part], vocab, annotated, workers=2, annotate="jieba")
-    return vocab, plain, annotated
+def datasets_for_recipes() -> tuple[Path, Path, Path]:
+    """(vocab, plain dataset, annotated dataset) of the built-in corpus, cached."""
+    _, vocab = corpus_and_vocab(8000)
+    return vocab, builtin_dataset(vocab), builtin_dataset(vocab, 6000, annotate="jieba")
 
 
 def collate_seconds(dataset: Path, special: SpecialIds, seq: int, batch: int,
@@ -116,10 +104,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--workers", default="0,2")
     parser.add_argument("--micro", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("bench_out/collate_cost"))
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    vocab, plain, annotated = datasets_in(args.out)
+    vocab, plain, annotated = datasets_for_recipes()
     tokenizer = Tokenizer.from_pretrained(vocab)
     special = SpecialIds.from_tokenizer(tokenizer)
     torch.set_num_threads(os.cpu_count() or 1)

@@ -22,9 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from zhplm import datasets
-from zhplm.data.corpus import preprocess
-from zhplm.tokenization import build_vocab
+from bench_data import builtin_dataset, corpus_and_vocab
 
 DATA_PATH_NEW = """
 import sys, time
@@ -108,13 +106,8 @@ def main() -> None:
                  "`git worktree add /tmp/zhplm-old bbf2be6`")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    corpus = datasets.write_corpus(out / "builtin.txt")
-    vocab = out / "vocab.txt"
-    if not vocab.is_file():
-        build_vocab([corpus], vocab_size=8000, out=vocab)
-    dataset = out / "dataset"
-    if not (dataset / "meta.json").is_file():
-        preprocess([corpus], vocab, dataset, workers=2)
+    _, vocab = corpus_and_vocab(8000)
+    dataset = builtin_dataset(vocab)
     runs: dict[str, list[float]] = {"new": [], "baseline": []}
     started = time.perf_counter()
     for repeat in range(args.repeats):

@@ -21,13 +21,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from bench_data import builtin_dataset, corpus_and_vocab
 
-from zhplm import datasets
-from zhplm.data.corpus import preprocess
 from zhplm.data.epochs import Corpus, DocumentSet, build_epoch
 from zhplm.data.instances import InstanceConfig, SpecialIds
 from zhplm.data.shards import TokenDataset
-from zhplm.tokenization import Tokenizer, build_vocab
+from zhplm.tokenization import Tokenizer
 
 
 def main() -> None:
@@ -39,16 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    corpus = datasets.write_corpus(out / "builtin.txt")
-    vocab = out / "vocab.txt"
-    if not vocab.is_file():
-        build_vocab([corpus], vocab_size=8000, out=vocab)
-    dataset = out / f"dataset-{args.documents}"
-    if not (dataset / "meta.json").is_file():
-        lines = Path(corpus).read_text(encoding="utf-8").splitlines()[: args.documents]
-        part = out / f"corpus-{args.documents}.txt"
-        part.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        preprocess([part], vocab, dataset, workers=2)
+    _, vocab = corpus_and_vocab(8000)
+    dataset = builtin_dataset(vocab, documents=args.documents)
     data = TokenDataset(dataset)
     special = SpecialIds.from_tokenizer(Tokenizer.from_pretrained(vocab))
     train, _ = DocumentSet.split(data.num_documents, 0.01)

@@ -30,7 +30,7 @@ from zhplm.data.epochs import Corpus, DocumentSet, build_epoch
 from zhplm.data.instances import InstanceConfig, Instances, SpecialIds
 from zhplm.data.masking import MaskingConfig
 from zhplm.data.shards import TokenDataset
-from zhplm.data.stream import InstanceStream
+from zhplm.data.stream import InstanceStream, check_collation
 from zhplm.errors import CheckpointError, ConfigError
 from zhplm.modeling.bert import BertForMaskedLM, BertForPreTraining
 from zhplm.modeling.electra import DISCRIMINATOR_DIR, ElectraPretrainingPair
@@ -93,12 +93,7 @@ class DataSection:
     prefetch: int = 2    # micro-batches each worker prepares ahead
 
     def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ConfigError(f"data.workers={self.workers}; use 0 (collate in the training "
-                              "process) or more worker processes")
-        if self.prefetch < 1:
-            raise ConfigError(f"data.prefetch={self.prefetch}; use 1 or more micro-batches "
-                              "per worker")
+        check_collation(self.workers, self.prefetch)  # with the recipe, before any work
 
     def instance_config(self) -> InstanceConfig:
         return InstanceConfig(self.kind, self.seq_length, self.short_seq_prob)
@@ -139,11 +134,6 @@ class PretrainRecipe:
                 f"seq_length)), 85% [MASK], 15% kept. Remove masking.{changed[0]}; set "
                 f"electra.mask_prob instead (masking.strategy is kept)")
         return self.electra.masking(self.data.seq_length, self.masking.strategy)
-
-
-def split_documents(num_documents: int, dev_fraction: float) -> tuple[DocumentSet, DocumentSet]:
-    """(training, held-out) documents: every k-th document (k = 1/dev_fraction) is held out."""
-    return DocumentSet.split(num_documents, dev_fraction)
 
 
 def _load_model(recipe: PretrainRecipe, tokenizer: Tokenizer, resume_from: Path | None):
@@ -256,7 +246,7 @@ def _run(recipe: PretrainRecipe, resume: bool, env) -> dict[str, Any]:  # noqa: 
     dataset = TokenDataset(recipe.data.dataset)
     dataset.check_vocab(_vocab_source(recipe), source=str(recipe.data.dataset))
     model = _load_model(recipe, tokenizer, checkpoint if resume else None)
-    train_docs, dev_docs = split_documents(dataset.num_documents, recipe.data.dev_fraction)
+    train_docs, dev_docs = DocumentSet.split(dataset.num_documents, recipe.data.dev_fraction)
     new_model = not (resume and checkpoint is not None) and not recipe.model.init_from
     if recipe.model.mlm_bias == "unigram" and new_model and not recipe.is_electra:
         init_unigram_bias(model, dataset, train_docs)

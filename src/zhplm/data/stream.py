@@ -33,7 +33,7 @@ from zhplm.data.collate import PretrainBatch, PretrainCollator
 from zhplm.data.epochs import Epoch, InstanceReader, InstanceRefs
 from zhplm.errors import ConfigError, DataError
 
-__all__ = ["InstanceStream"]
+__all__ = ["InstanceStream", "check_collation"]
 
 
 @dataclass
@@ -59,8 +59,14 @@ class _Collate(torch.utils.data.Dataset):
                              keys=job.refs.ids.tolist())
         return batch, job.after
 
-    def __len__(self) -> int:  # never used for sampling: the sampler is the job plan
-        return 0
+
+def check_collation(workers: int, prefetch: int) -> None:
+    """Raise :class:`ConfigError` for a bad ``data.workers`` / ``data.prefetch``."""
+    if workers < 0:
+        raise ConfigError(f"data.workers={workers}; use 0 (collate in the training process) "
+                          "or more worker processes")
+    if prefetch < 1:
+        raise ConfigError(f"data.prefetch={prefetch}; use 1 or more micro-batches per worker")
 
 
 _FORK = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
@@ -85,12 +91,7 @@ class InstanceStream:
     def __init__(self, build_epoch: Callable[[int], Epoch], collate: PretrainCollator,
                  micro_batch: int, rank: int, world_size: int, workers: int = 0,
                  prefetch: int = 2) -> None:
-        if workers < 0:
-            raise ConfigError(f"data.workers={workers}; use 0 (collate in the training "
-                              "process) or more worker processes")
-        if prefetch < 1:
-            raise ConfigError(f"data.prefetch={prefetch}; use 1 or more micro-batches per "
-                              "worker")
+        check_collation(workers, prefetch)
         self.build_epoch = build_epoch
         self.collate = collate
         self.micro_batch = micro_batch
